@@ -1,0 +1,2 @@
+//! Type-tagged, versioned serialization of values (being written).
+#![deny(unsafe_code)]

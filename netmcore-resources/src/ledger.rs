@@ -1,0 +1,1 @@
+//! The on-disk ledger (being written).

@@ -1,0 +1,4 @@
+//! netmcore (being written).
+#![deny(unsafe_code)]
+
+pub use netmcore_resources::{Inherit, ProcessId, ResId, ResourceKind};
