@@ -149,18 +149,28 @@ mod tests {
     fn display_names_the_id() {
         assert_eq!(ResId(7).to_string(), "resource 7");
         assert_eq!(ProcessId(0).to_string(), "process 0");
-        assert_eq!(ResourceKind::PosixShmPreallocated.to_string(), "preallocated posix shm");
+        assert_eq!(
+            ResourceKind::PosixShmPreallocated.to_string(),
+            "preallocated posix shm"
+        );
     }
 
     #[test]
     fn desc_kind_matches_variant() {
         let descs = [
             ResourceDesc::File("/tmp/x".into()),
-            ResourceDesc::ForkPoint { join_point: ResId(1) },
-            ResourceDesc::JoinPoint { fork_point: ResId(0) },
+            ResourceDesc::ForkPoint {
+                join_point: ResId(1),
+            },
+            ResourceDesc::JoinPoint {
+                fork_point: ResId(0),
+            },
             ResourceDesc::PosixSem("/s".into()),
             ResourceDesc::PosixShm("/m".into()),
-            ResourceDesc::PosixShmPreallocated { name: "/p".into(), size: 4096 },
+            ResourceDesc::PosixShmPreallocated {
+                name: "/p".into(),
+                size: 4096,
+            },
         ];
         let kinds: Vec<_> = descs.iter().map(ResourceDesc::kind).collect();
         assert_eq!(kinds, ResourceKind::ALL);

@@ -1,1 +1,45 @@
-fn main() {}
+//! Repository automation for netmcore, run as `cargo xtask <command>`.
+//!
+//! Each subcommand lives in a module of its own. The repository's hygiene rules are ordinary
+//! `#[test]`s in `tidy.rs`, so a plain `cargo test --workspace` keeps them.
+#![deny(unsafe_code)]
+
+mod ci;
+mod loom;
+#[cfg(test)]
+mod tidy;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci      fmt --check, clippy -D warnings, test, doc -D warnings (what CI runs)
+  lint    fmt --check and clippy -D warnings
+  test    cargo test --workspace (includes the tidy checks)
+  loom    the loom models (cfg netmcore_loom, LOOM_MAX_PREEMPTIONS=2, --release)
+  help    print this text";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run(&ci::CI_STEPS),
+        Some("lint") => ci::run(&ci::LINT_STEPS),
+        Some("test") => ci::run(&ci::TEST_STEPS),
+        Some("loom") => loom::run(),
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command `{other}`\n\n{USAGE}")),
+        None => Err(anyhow::anyhow!("no command given\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
