@@ -1,0 +1,509 @@
+//! [`Encap`]: a serialized value with the name and identity of its type.
+
+use std::any::TypeId;
+use std::borrow::Cow;
+use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use serde::de::{DeserializeOwned, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::envelope::{self, MAX_ENVELOPE_LEN};
+use crate::error::EncapError;
+use crate::{MAX_PAYLOAD_LEN, MAX_TYPE_NAME_LEN, codec};
+
+/// Payload capacity reserved up front by [`Encap::wrap`]; larger payloads grow the buffer by
+/// doubling, which for big buffers the allocator does by remapping pages, not copying them.
+const INITIAL_PAYLOAD_CAPACITY: usize = 64;
+
+/// A serialized ("encapsulated") value together with the name and identity of its type.
+///
+/// An `Encap` is one contiguous envelope (see the [crate docs](crate) for its layout):
+/// [`as_bytes`](Encap::as_bytes) and [`into_bytes`](Encap::into_bytes) hand it out without a
+/// copy, [`from_vec`](Encap::from_vec) takes one in without a copy, and
+/// [`unwrap`](Encap::unwrap) decodes straight from it.
+///
+/// Two `Encap`s are equal when their envelopes are byte for byte equal. `Debug` shows the type
+/// name, identity and payload length, never the payload.
+#[derive(Clone)]
+pub struct Encap {
+    /// The whole envelope, exactly what `as_bytes` returns.
+    bytes: Vec<u8>,
+    /// The type name, also inside `bytes`; kept apart so that `type_name` needs no utf-8 check.
+    type_name: Cow<'static, str>,
+    /// The type identity, also inside `bytes`.
+    type_identity: u64,
+    /// Where the payload starts in `bytes`; it runs to the end.
+    payload_start: usize,
+}
+
+impl Encap {
+    /// Serializes `value` into a new envelope tagged with the name and identity of `T`.
+    ///
+    /// The value is serialized once, straight into the envelope's buffer.
+    ///
+    /// # Errors
+    ///
+    /// [`EncapError::Encode`] when `T`'s `Serialize` impl fails, when it serializes a sequence
+    /// or map without announcing its length (as `#[serde(flatten)]` does), or when the payload
+    /// would exceed [`MAX_PAYLOAD_LEN`].
+    pub fn wrap<T: Serialize + 'static>(value: &T) -> Result<Encap, EncapError> {
+        let type_name = std::any::type_name::<T>();
+        if type_name.len() > MAX_TYPE_NAME_LEN {
+            return Err(EncapError::Encode {
+                type_name: type_name.to_owned(),
+                message: format!(
+                    "the type name is {} bytes, more than the limit of {MAX_TYPE_NAME_LEN}",
+                    type_name.len()
+                ),
+            });
+        }
+        let type_identity = type_identity_of::<T>();
+        let header = envelope::begin(type_name, type_identity, INITIAL_PAYLOAD_CAPACITY);
+        let payload_start = header.len();
+        let max_payload = usize::try_from(MAX_PAYLOAD_LEN).unwrap_or(usize::MAX);
+        let limit_end = payload_start.saturating_add(max_payload);
+        let mut bytes =
+            codec::encode_into(value, header, limit_end, MAX_PAYLOAD_LEN).map_err(|message| {
+                EncapError::Encode {
+                    type_name: type_name.to_owned(),
+                    message,
+                }
+            })?;
+        envelope::finish(&mut bytes, payload_start);
+        Ok(Encap {
+            bytes,
+            type_name: Cow::Borrowed(type_name),
+            type_identity,
+            payload_start,
+        })
+    }
+
+    /// Deserializes the value, which must have been wrapped as exactly the type `T`.
+    ///
+    /// Decoding borrows from the envelope: the payload is not copied first. It must be used
+    /// completely; bytes left over are an error.
+    ///
+    /// # Errors
+    ///
+    /// - [`EncapError::TypeMismatch`] when the envelope holds another type: its name differs,
+    ///   or its name is the same but its identity differs.
+    /// - [`EncapError::Decode`] when the payload does not decode as `T`.
+    /// - [`EncapError::PayloadTrailingBytes`] when it decodes but leaves bytes over.
+    pub fn unwrap<T: DeserializeOwned + 'static>(&self) -> Result<T, EncapError> {
+        let expected = std::any::type_name::<T>();
+        if self.type_identity != type_identity_of::<T>() || self.type_name != expected {
+            return Err(EncapError::TypeMismatch {
+                expected: expected.to_owned(),
+                found: self.type_name.clone().into_owned(),
+            });
+        }
+        let payload = self.payload();
+        let (value, used) =
+            codec::decode_prefix::<T>(payload).map_err(|message| EncapError::Decode {
+                type_name: expected.to_owned(),
+                payload_len: payload.len(),
+                message,
+            })?;
+        if used != payload.len() {
+            return Err(EncapError::PayloadTrailingBytes {
+                type_name: expected.to_owned(),
+                trailing: payload.len() - used,
+                payload_len: payload.len(),
+            });
+        }
+        Ok(value)
+    }
+
+    /// Whether the envelope holds a `T` (same type name and identity), that is whether
+    /// [`unwrap::<T>`](Encap::unwrap) can get past the type check.
+    #[must_use]
+    pub fn is<T: 'static>(&self) -> bool {
+        self.type_identity == type_identity_of::<T>()
+            && self.type_name == std::any::type_name::<T>()
+    }
+
+    /// The name of the wrapped type, as [`std::any::type_name`] gave it in the wrapping process.
+    #[must_use]
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    /// The identity of the wrapped type: a hash of its [`TypeId`], meaningful only between
+    /// processes that run the same binary (see the [crate docs](crate#type-identity)).
+    #[must_use]
+    pub fn type_identity(&self) -> u64 {
+        self.type_identity
+    }
+
+    /// The length of the serialized value in bytes (the envelope without its header).
+    #[must_use]
+    pub fn payload_len(&self) -> usize {
+        self.bytes.len() - self.payload_start
+    }
+
+    /// The whole envelope: header and payload, ready to send.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// A copy of the whole envelope; [`as_bytes`](Encap::as_bytes) and
+    /// [`into_bytes`](Encap::into_bytes) avoid the copy.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.bytes.clone()
+    }
+
+    /// The whole envelope, without a copy.
+    #[must_use]
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// Checks that `bytes` is exactly one envelope and copies it into a new `Encap`.
+    ///
+    /// The payload itself is checked only by [`unwrap`](Encap::unwrap), which knows its type.
+    ///
+    /// # Errors
+    ///
+    /// [`EncapError::BadMagic`], [`EncapError::UnsupportedVersion`], [`EncapError::Truncated`],
+    /// [`EncapError::TooLarge`], [`EncapError::TrailingBytes`] or
+    /// [`EncapError::InvalidTypeName`], as described there. Never panics, whatever the input.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Encap, EncapError> {
+        // Validate before copying, so that garbage is never copied.
+        let header = envelope::parse(bytes)?;
+        Ok(Encap {
+            type_name: Cow::Owned(header.type_name.to_owned()),
+            type_identity: header.type_identity,
+            payload_start: header.payload_start,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// Like [`from_bytes`](Encap::from_bytes), but takes the buffer over instead of copying it.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_bytes`](Encap::from_bytes).
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Encap, EncapError> {
+        let header = envelope::parse(&bytes)?;
+        let type_name = Cow::Owned(header.type_name.to_owned());
+        let type_identity = header.type_identity;
+        let payload_start = header.payload_start;
+        Ok(Encap {
+            bytes,
+            type_name,
+            type_identity,
+            payload_start,
+        })
+    }
+
+    /// The payload: the serialized value without the envelope header.
+    fn payload(&self) -> &[u8] {
+        self.bytes.get(self.payload_start..).unwrap_or_default()
+    }
+}
+
+/// The identity of `T`: its [`TypeId`] hashed to a `u64`.
+///
+/// `DefaultHasher::new()` is `SipHash` with fixed keys, so every process running the same binary
+/// computes the same value; `TypeId` itself is only stable within one build, hence the rule that
+/// identities are compared only between processes of the same binary.
+fn type_identity_of<T: 'static>() -> u64 {
+    let mut hasher = DefaultHasher::new();
+    TypeId::of::<T>().hash(&mut hasher);
+    hasher.finish()
+}
+
+impl fmt::Debug for Encap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Encap")
+            .field("type_name", &self.type_name())
+            .field(
+                "type_identity",
+                &format_args!("{:#018x}", self.type_identity),
+            )
+            .field("payload_len", &self.payload_len())
+            // The payload itself is left out on purpose: it can be megabytes.
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Encap {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Encap {}
+
+impl Hash for Encap {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.bytes.hash(state);
+    }
+}
+
+impl TryFrom<Vec<u8>> for Encap {
+    type Error = EncapError;
+
+    /// As [`Encap::from_vec`].
+    fn try_from(bytes: Vec<u8>) -> Result<Self, Self::Error> {
+        Encap::from_vec(bytes)
+    }
+}
+
+impl TryFrom<&[u8]> for Encap {
+    type Error = EncapError;
+
+    /// As [`Encap::from_bytes`].
+    fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
+        Encap::from_bytes(bytes)
+    }
+}
+
+impl From<Encap> for Vec<u8> {
+    /// As [`Encap::into_bytes`].
+    fn from(encap: Encap) -> Self {
+        encap.into_bytes()
+    }
+}
+
+/// An `Encap` serializes as one byte string holding the whole envelope (`serialize_bytes`), so
+/// that binary formats copy it in one piece and it can travel inside other messages.
+impl Serialize for Encap {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.bytes)
+    }
+}
+
+/// Accepts a byte string (borrowed, transient or owned; an owned buffer is taken over without a
+/// copy) or, for formats that write bytes as a sequence, a sequence of `u8`. The envelope is
+/// validated as by [`Encap::from_bytes`].
+impl<'de> Deserialize<'de> for Encap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_byte_buf(EnvelopeVisitor)
+    }
+}
+
+/// The serde visitor behind `Encap`'s `Deserialize` impl.
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Encap;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an encap envelope as a byte string")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Encap, E> {
+        Encap::from_bytes(bytes).map_err(E::custom)
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Encap, E> {
+        Encap::from_vec(bytes).map_err(E::custom)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Encap, A::Error> {
+        // Trust the size hint only so far: it comes from the input.
+        let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64 * 1024));
+        while let Some(byte) = seq.next_element::<u8>()? {
+            if bytes.len() as u64 >= MAX_ENVELOPE_LEN {
+                return Err(serde::de::Error::custom(EncapError::TooLarge {
+                    part: "envelope",
+                    declared: bytes.len() as u64 + 1,
+                    limit: MAX_ENVELOPE_LEN,
+                }));
+            }
+            bytes.push(byte);
+        }
+        Encap::from_vec(bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde::de::value::{
+        BorrowedBytesDeserializer, BytesDeserializer, Error as ValueError, SeqDeserializer,
+    };
+
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Point {
+        x: i32,
+        y: i32,
+    }
+
+    mod other {
+        use serde::{Deserialize, Serialize};
+
+        /// Same name as the outer `Point` apart from the module path.
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        pub(super) struct Point {
+            pub(super) x: i32,
+            pub(super) y: i32,
+        }
+    }
+
+    #[test]
+    fn wrap_and_unwrap() {
+        let encap = Encap::wrap(&Point { x: 1, y: -2 }).unwrap();
+        assert_eq!(encap.type_name(), std::any::type_name::<Point>());
+        assert_eq!(encap.payload_len(), 2);
+        assert!(encap.is::<Point>());
+        assert!(!encap.is::<other::Point>());
+        assert_eq!(encap.unwrap::<Point>().unwrap(), Point { x: 1, y: -2 });
+    }
+
+    #[test]
+    fn unwrap_as_another_type_is_a_mismatch() {
+        let encap = Encap::wrap(&Point { x: 1, y: 2 }).unwrap();
+        assert_eq!(
+            encap.unwrap::<other::Point>(),
+            Err(EncapError::TypeMismatch {
+                expected: std::any::type_name::<other::Point>().to_owned(),
+                found: std::any::type_name::<Point>().to_owned(),
+            })
+        );
+        // Same encoding, different type: the tag catches what the payload cannot.
+        assert!(matches!(
+            encap.unwrap::<(i32, i32)>(),
+            Err(EncapError::TypeMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn same_name_different_identity_is_a_mismatch() {
+        let encap = Encap::wrap(&5_u32).unwrap();
+        let mut bytes = encap.into_bytes();
+        // Flip a bit of the type identity (offset 6).
+        bytes[6] ^= 1;
+        let forged = Encap::from_vec(bytes).unwrap();
+        assert_eq!(forged.type_name(), "u32");
+        let error = forged.unwrap::<u32>().unwrap_err();
+        assert_eq!(
+            error,
+            EncapError::TypeMismatch {
+                expected: "u32".into(),
+                found: "u32".into()
+            }
+        );
+        assert!(error.to_string().contains("same name"), "{error}");
+    }
+
+    #[test]
+    fn payload_must_be_used_completely() {
+        // Forge an envelope that says u8 but carries two bytes.
+        let mut bytes = envelope::begin("u8", type_identity_of::<u8>(), 0);
+        let start = bytes.len();
+        bytes.extend_from_slice(&[1, 2]);
+        envelope::finish(&mut bytes, start);
+        let encap = Encap::from_vec(bytes).unwrap();
+        assert_eq!(
+            encap.unwrap::<u8>(),
+            Err(EncapError::PayloadTrailingBytes {
+                type_name: "u8".into(),
+                trailing: 1,
+                payload_len: 2
+            })
+        );
+    }
+
+    #[test]
+    fn damaged_payload_is_a_decode_error() {
+        let mut bytes = envelope::begin("bool", type_identity_of::<bool>(), 0);
+        let start = bytes.len();
+        bytes.push(7);
+        envelope::finish(&mut bytes, start);
+        let encap = Encap::from_vec(bytes).unwrap();
+        assert_eq!(
+            encap.unwrap::<bool>(),
+            Err(EncapError::Decode {
+                type_name: "bool".into(),
+                payload_len: 1,
+                message: "a bool byte is neither 0 nor 1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn failing_serialize_is_an_encode_error() {
+        struct Fails;
+        impl Serialize for Fails {
+            fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let error = Encap::wrap(&Fails).unwrap_err();
+        assert!(
+            matches!(&error, EncapError::Encode { type_name, .. } if type_name.ends_with("Fails"))
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot encode a value of type `")
+        );
+    }
+
+    #[test]
+    fn bytes_round_trip_and_equality() {
+        let mut map = BTreeMap::new();
+        map.insert("a".to_owned(), vec![1_u64, 2]);
+        let encap = Encap::wrap(&map).unwrap();
+        let copy = Encap::from_bytes(encap.as_bytes()).unwrap();
+        assert_eq!(copy, encap);
+        assert_eq!(copy.type_name(), encap.type_name());
+        assert_eq!(copy.type_identity(), encap.type_identity());
+        assert_eq!(copy.unwrap::<BTreeMap<String, Vec<u64>>>().unwrap(), map);
+        let moved = Encap::try_from(Vec::from(copy)).unwrap();
+        assert_eq!(moved, encap);
+        assert_eq!(encap.to_bytes(), encap.as_bytes());
+        assert_eq!(Encap::try_from(encap.as_bytes()).unwrap(), encap);
+    }
+
+    #[test]
+    fn debug_does_not_dump_the_payload() {
+        let encap = Encap::wrap(&vec![0xAB_u8; 10_000]).unwrap();
+        let debug = format!("{encap:?}");
+        assert!(
+            debug.starts_with("Encap { type_name: \"alloc::vec::Vec<u8>\""),
+            "{debug}"
+        );
+        assert!(debug.ends_with("payload_len: 10002, .. }"), "{debug}");
+        assert!(debug.len() < 200, "{debug}");
+    }
+
+    #[test]
+    fn deserializes_from_every_byte_shape() {
+        let encap = Encap::wrap(&"hello").unwrap();
+        let bytes = encap.to_bytes();
+
+        let borrowed = BorrowedBytesDeserializer::<ValueError>::new(&bytes);
+        assert_eq!(Encap::deserialize(borrowed).unwrap(), encap);
+
+        let transient = BytesDeserializer::<ValueError>::new(&bytes);
+        assert_eq!(Encap::deserialize(transient).unwrap(), encap);
+
+        let seq = SeqDeserializer::<_, ValueError>::new(bytes.iter().copied());
+        assert_eq!(Encap::deserialize(seq).unwrap(), encap);
+
+        assert_eq!(
+            EnvelopeVisitor
+                .visit_byte_buf::<ValueError>(bytes.clone())
+                .unwrap(),
+            encap
+        );
+    }
+
+    #[test]
+    fn deserialize_reports_envelope_errors() {
+        let encap = Encap::wrap(&1_u8).unwrap();
+        let bytes = encap.as_bytes();
+        let short = BytesDeserializer::<ValueError>::new(&bytes[..bytes.len() - 1]);
+        let error = Encap::deserialize(short).unwrap_err().to_string();
+        assert!(error.starts_with("truncated encap envelope"), "{error}");
+    }
+}
