@@ -97,8 +97,8 @@ pub enum Inherit {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ResourceDesc {
-    /// A file, by absolute path.
-    File(PathBuf),
+    /// A file, by absolute path (serialized as raw bytes, so non-UTF-8 paths travel too).
+    File(#[serde(with = "path_bytes")] PathBuf),
     /// A fork point; processes started through it are joined through `join_point`.
     ForkPoint {
         /// The join point defined together with this fork point.
@@ -133,6 +133,67 @@ impl ResourceDesc {
             ResourceDesc::PosixShm(_) => ResourceKind::PosixShm,
             ResourceDesc::PosixShmPreallocated { .. } => ResourceKind::PosixShmPreallocated,
         }
+    }
+}
+
+/// Serde helpers that write a path as its raw bytes, for
+/// `#[serde(with = "netmcore_resources::path_bytes")]`: Unix paths need not be UTF-8, and the
+/// default `PathBuf` encoding refuses those that are not.
+pub mod path_bytes {
+    use std::ffi::OsString;
+    use std::fmt;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// Writes `path` as a byte string.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the serializer reports.
+    pub fn serialize<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(path.as_os_str().as_bytes())
+    }
+
+    /// Reads a path written by [`serialize`] (a byte string, or a sequence of bytes).
+    ///
+    /// # Errors
+    ///
+    /// Whatever the deserializer reports, or a type error for input that is not bytes.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathBuf, D::Error> {
+        struct PathVisitor;
+
+        impl<'de> Visitor<'de> for PathVisitor {
+            type Value = PathBuf;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a path as bytes")
+            }
+
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<PathBuf, E> {
+                Ok(PathBuf::from(OsString::from_vec(v.to_vec())))
+            }
+
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<PathBuf, E> {
+                Ok(PathBuf::from(OsString::from_vec(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PathBuf, E> {
+                Ok(PathBuf::from(v))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PathBuf, A::Error> {
+                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    bytes.push(b);
+                }
+                Ok(PathBuf::from(OsString::from_vec(bytes)))
+            }
+        }
+
+        deserializer.deserialize_bytes(PathVisitor)
     }
 }
 

@@ -65,5 +65,5 @@ mod ids;
 pub mod ledger;
 pub mod registry;
 
-pub use ids::{Inherit, ProcessId, ResId, ResourceDesc, ResourceKind};
+pub use ids::{Inherit, ProcessId, ResId, ResourceDesc, ResourceKind, path_bytes};
 pub use registry::{Holder, Registry, RegistryError};
