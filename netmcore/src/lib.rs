@@ -6,16 +6,32 @@
 //! semaphores and files are registered with the master, which destroys each object when its
 //! last user lets go, when that user dies, and after a crash.
 //!
-//! **Status:** this facade re-exports the finished foundation — encapsulation and the ids and
-//! kinds of resources. `startup`, `run`, `start`, `join` and the resource calls arrive with the
-//! master; until then they do not exist here.
-//!
 //! # Example
+//!
+//! The sum of squares: a coordinator process starts ten `square` processes and joins them.
+//!
+//! ```
+//! use netmcore::{Config, process};
+//!
+//! // Process types are defined before the master starts; workers inherit them by fork.
+//! let square = process::def_process(|n: u64| n * n)?;
+//! let sum_of_squares = process::def_process(move |n: u64| -> u64 {
+//!     let pids: Vec<_> = (1..=n).map(|i| square.start(&i).expect("started")).collect();
+//!     pids.into_iter().map(|pid| square.join(pid).expect("joined").expect("returned")).sum()
+//! })?;
+//!
+//! // The calling process becomes the master until `sum_of_squares` has ended.
+//! let dir = tempfile::tempdir()?;
+//! let total = netmcore::run(Config::new(dir.path().join("job")), &sum_of_squares, &10)?;
+//! assert_eq!(total, Some(385));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Values cross process boundaries as [`Encap`]s, which check their type when unwrapped:
 //!
 //! ```
 //! use netmcore::{Encap, EncapError, Inherit, ProcessId};
 //!
-//! // Process arguments and results travel as type-checked envelopes.
 //! let arg = Encap::wrap(&(ProcessId(3), "band 3".to_string()))?;
 //! let (pid, label): (ProcessId, String) = arg.unwrap()?;
 //! assert_eq!((pid, label.as_str()), (ProcessId(3), "band 3"));
@@ -25,10 +41,65 @@
 //! assert_eq!(Inherit::default(), Inherit::Nothing);
 //! # Ok::<(), EncapError>(())
 //! ```
+//!
+//! # Who may call what
+//!
+//! Before [`startup`] or [`run`], process types are defined with [`def_process`] (or the
+//! typed [`process::def_process`]). Inside `startup` the calling process is the master: its
+//! [hook](Config::on_master_start) and the `first_process` closure may define process types,
+//! [`start`] processes and [`join_nowait`] them. Inside a started process (a worker) [`start`],
+//! [`join`], [`join_nowait`] and [`self_process_id`] talk to the master. A call made where it
+//! is not allowed fails with [`Error::NotStarted`], [`Error::NotInWorker`] or
+//! [`Error::NotInMaster`].
+//!
+//! **Status:** the process API is complete; the resource calls (`get_resource`, `manage_*`,
+//! preallocated shared memory, `destroy_resources_in`) are being built.
 #![deny(unsafe_code)]
 
+pub mod process;
+
 pub use netmcore_encap::{ByteBuf, Encap, EncapError};
+pub use netmcore_master::{
+    Config, Error, Result, Role, def_process, join, join_nowait, role, self_process_id, start,
+    start_with, startup,
+};
 pub use netmcore_resources::{Inherit, ProcessId, ResId, ResourceKind};
+
+/// A global switch for verbose events (the seed's `Debug.enable`); logging itself goes
+/// through [`tracing`](https://docs.rs/tracing).
+pub mod debug {
+    pub use netmcore_master::debug::{enable, is_enabled};
+}
+
+/// [`startup`] whose first process is `process` started with `arg`; returns that process's
+/// result: `Some` when its body returned, `None` when it panicked, exited or was killed (or
+/// when another process joined it first).
+///
+/// ```
+/// use netmcore::{Config, process};
+///
+/// let parse = process::def_process(|text: String| -> u32 { text.parse().expect("a number") })?;
+/// let dir = tempfile::tempdir()?;
+/// let config = || Config::new(dir.path().join("job"));
+/// assert_eq!(netmcore::run(config(), &parse, &"42".to_string())?, Some(42));
+/// // A body that panics leaves no result; the master goes on, and may run again.
+/// assert_eq!(netmcore::run(config(), &parse, &"forty-two".to_string())?, None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// As [`startup`], and [`Error::Encap`] when `arg` cannot be encoded or the result is not an
+/// `R`.
+pub fn run<A, R>(config: Config, process: &process::ProcessType<A, R>, arg: &A) -> Result<Option<R>>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    R: serde::Serialize + serde::de::DeserializeOwned + 'static,
+{
+    let first = *process;
+    let result = netmcore_master::startup_with_result(config, || first.start(arg))?;
+    Ok(result.map(|r| r.unwrap()).transpose()?)
+}
 
 // The README's Rust examples compile and run as doctests of this crate.
 #[doc = include_str!("../../README.md")]

@@ -1,0 +1,915 @@
+//! The master: its setup and teardown, the event loop, the fork path and reaping.
+//!
+//! # The event loop
+//!
+//! One `poll` over the signal self-pipe, and per worker its pidfd (readable once it exited)
+//! and its channel (readable, and writable when replies are queued). Readable channels are
+//! drained with `try_recv_msg` and each request is served at once: a `start` forks, a `join`
+//! on a running process is recorded in the registry and answered when that process is
+//! reaped. Replies are queued without blocking. An exited worker's channel is drained once
+//! more (its `Finished` report), then it is reaped with `waitid(P_PIDFD)`, logged, and
+//! reported to the registry, whose actions are carried out: answer joiners, destroy objects.
+//! The only timers are the shutdown deadlines, which set poll's timeout.
+//!
+//! # The fork path
+//!
+//! `Registry::start` allocates the process id, a socketpair is made, stdout and stderr are
+//! flushed, and the master forks. The child closes every descriptor of the master (the lock,
+//! the ledger, the signal pipe, every other worker's channel and pidfd), sets
+//! `PR_SET_PDEATHSIG(SIGKILL)` and checks that its parent is still the master, becomes a
+//! worker, runs the body on its own copy of the argument, reports the outcome and exits. The
+//! master opens a pidfd for the child and keeps the other end of the socketpair.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use netmcore_encap::Encap;
+use netmcore_ipc::channel::Channel;
+use netmcore_ipc::wire::{Outcome, RemoteError, Request, Response};
+use netmcore_resources::ledger::{Ledger, LedgerObject};
+use netmcore_resources::registry::{Action, Destroy, JoinOutcome, ProcessState};
+use netmcore_resources::{Holder, Inherit, ProcessId, ResId, ResourceDesc, ResourceKind};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::io::Errno;
+use rustix::process::{
+    Pid, PidfdFlags, Resource, Rlimit, Signal, WaitId, WaitIdOptions, WaitIdStatus, getrlimit,
+    pidfd_open, pidfd_send_signal, setrlimit,
+};
+
+use crate::config::Config;
+use crate::debug::verbose;
+use crate::dir::{self, Pidfile};
+use crate::error::{remote, remote_error};
+use crate::signals::{self, Signals};
+use crate::state::{self, Body, Definitions, Role};
+use crate::sys::{self, Forked};
+use crate::{Error, Result, worker};
+
+/// The exit code of a child that finds its master gone right after the fork.
+const EXIT_ORPHAN: i32 = 70;
+
+/// A running worker, as the master sees it.
+#[derive(Debug)]
+struct Slot {
+    unix: Pid,
+    pidfd: OwnedFd,
+    /// `None` once the worker closed it or broke the protocol.
+    channel: Option<Channel>,
+    /// What the worker reported when its body ended (for the log; the result itself went
+    /// to the registry at once).
+    reported: Option<Reported>,
+    /// Whether a request of this worker waits for its response.
+    awaiting_reply: bool,
+}
+
+/// How a worker's body ended, as it reported it.
+#[derive(Debug)]
+enum Reported {
+    /// It returned a result of this type.
+    Returned(String),
+    /// It failed (panicked): the message.
+    Failed(String),
+}
+
+/// Why the master stops before (or besides) its first process ending.
+#[derive(Debug)]
+enum Stop {
+    /// SIGTERM or SIGINT.
+    Signal(i32),
+    /// The hook or `first_process` failed, or the event loop met an error.
+    Failed(Error),
+}
+
+/// The master's state while `startup` runs.
+pub(crate) struct Master {
+    pub(crate) defs: Definitions,
+    unix_pid: Pid,
+    dir: PathBuf,
+    lock: Option<File>,
+    ledger: Option<Ledger>,
+    pidfile: Option<Pidfile>,
+    signals: Option<Signals>,
+    workers: BTreeMap<ProcessId, Slot>,
+    /// The first process and its join point.
+    first: Option<(ProcessId, ResId)>,
+    /// When the first process ended: shutdown began.
+    first_ended: Option<Instant>,
+    stop: Option<Stop>,
+    shutdown_timeout: Option<Duration>,
+    kill_grace: Duration,
+    /// When SIGTERM went to every worker; no process starts after it.
+    terminated: Option<Instant>,
+    killed: bool,
+    /// The descriptor limit before the master raised it, to restore at the end.
+    nofile: Option<Rlimit>,
+}
+
+impl Master {
+    /// A master that holds nothing yet.
+    pub(crate) fn new(defs: Definitions, config: &Config) -> Master {
+        Master {
+            defs,
+            unix_pid: rustix::process::getpid(),
+            dir: config.socket_directory.clone(),
+            lock: None,
+            ledger: None,
+            pidfile: None,
+            signals: None,
+            workers: BTreeMap::new(),
+            first: None,
+            first_ended: None,
+            stop: None,
+            shutdown_timeout: config.shutdown_timeout,
+            kill_grace: config.kill_grace,
+            terminated: None,
+            killed: false,
+            nofile: None,
+        }
+    }
+
+    /// Takes the socket directory: checks it, locks it, writes the pidfile, cleans what a
+    /// dead master left, and routes SIGTERM and SIGINT to the event loop. On an error, what
+    /// was taken is given back by [`close`](Master::close).
+    pub(crate) fn open(&mut self, pidfile: Option<&Path>) -> Result<()> {
+        dir::prepare(&self.dir)?;
+        self.lock = Some(dir::lock(&self.dir)?);
+        if let Some(path) = pidfile {
+            self.pidfile = Some(Pidfile::write(
+                path,
+                self.unix_pid.as_raw_pid().unsigned_abs(),
+            )?);
+        }
+        self.ledger = Some(dir::open_ledger(&self.dir)?);
+        self.signals = Some(Signals::install()?);
+        self.nofile = raise_nofile_limit();
+        tracing::info!(
+            unix_pid = self.unix_pid.as_raw_pid(),
+            dir = %self.dir.display(),
+            "netmcore master started"
+        );
+        Ok(())
+    }
+
+    /// Releases the socket directory and the signals, and gives the definitions back.
+    pub(crate) fn close(mut self) -> Definitions {
+        if let Some(limit) = self.nofile.take() {
+            let _ = setrlimit(Resource::Nofile, limit);
+        }
+        if let Some(mut signals) = self.signals.take() {
+            signals.uninstall();
+        }
+        if let Some(pidfile) = self.pidfile.take() {
+            pidfile.remove();
+        }
+        self.ledger = None;
+        // Closing the only descriptor of the lock file releases the lock.
+        self.lock = None;
+        self.defs
+    }
+
+    // The first process and the shutdown ------------------------------------------------
+
+    /// Records what `first_process` (after the hook) returned.
+    pub(crate) fn set_first(&mut self, first: Result<ProcessId>) {
+        match first {
+            Ok(pid) => match self.defs.registry.process(pid) {
+                Some(view) if view.state() == ProcessState::Running => {
+                    self.first = Some((pid, view.join_point()));
+                }
+                _ => self.fail(Error::UnknownProcess(pid)),
+            },
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Stops the master because of `e`: workers get SIGTERM, and `startup` returns `e`.
+    pub(crate) fn fail(&mut self, e: Error) {
+        tracing::error!(error = %e, "the master stops");
+        if self.stop.is_none() {
+            self.stop = Some(Stop::Failed(e));
+        }
+        self.terminate_all();
+    }
+
+    fn stop_by_signal(&mut self, signal: i32) {
+        tracing::warn!(
+            workers = self.workers.len(),
+            "the master got {}: stopping its workers",
+            signals::signal_name(signal)
+        );
+        if self.stop.is_none() {
+            self.stop = Some(Stop::Signal(signal));
+        }
+        self.terminate_all();
+    }
+
+    /// SIGTERM to every worker; from now on no process starts.
+    fn terminate_all(&mut self) {
+        if self.terminated.is_some() {
+            return;
+        }
+        self.terminated = Some(Instant::now());
+        self.signal_all(Signal::TERM);
+    }
+
+    fn signal_all(&self, signal: Signal) {
+        for (pid, slot) in &self.workers {
+            match pidfd_send_signal(&slot.pidfd, signal) {
+                Ok(()) | Err(Errno::SRCH) => {}
+                Err(e) => tracing::warn!(pid = pid.0, error = %e, "cannot signal {pid}"),
+            }
+        }
+    }
+
+    /// Whether the loop is done: the first process ended (or the master stops) and no
+    /// worker is left.
+    fn done(&self) -> bool {
+        self.workers.is_empty() && (self.first_ended.is_some() || self.stop.is_some())
+    }
+
+    /// Sends the signals whose time has come; returns when the next one is due.
+    fn deadlines(&mut self, now: Instant) -> Option<Instant> {
+        if let Some(at) = self.terminated {
+            if self.killed {
+                return None;
+            }
+            let kill_at = at + self.kill_grace;
+            if now < kill_at {
+                return Some(kill_at);
+            }
+            tracing::warn!(
+                workers = self.workers.len(),
+                "workers still run after SIGTERM: sending SIGKILL"
+            );
+            self.killed = true;
+            self.signal_all(Signal::KILL);
+            return None;
+        }
+        let (Some(ended), Some(timeout)) = (self.first_ended, self.shutdown_timeout) else {
+            return None;
+        };
+        let term_at = ended + timeout;
+        if now < term_at {
+            return Some(term_at);
+        }
+        tracing::warn!(
+            workers = self.workers.len(),
+            "the shutdown timeout expired: sending SIGTERM to the remaining workers"
+        );
+        self.terminate_all();
+        Some(now + self.kill_grace)
+    }
+
+    // The event loop --------------------------------------------------------------------
+
+    /// Serves the workers until the first process ended (or the master stops) and every
+    /// worker is reaped.
+    pub(crate) fn run(&mut self) {
+        let mut ready: Vec<(ProcessId, PollFlags, PollFlags)> = Vec::new();
+        while !self.done() {
+            let timeout = self
+                .deadlines(Instant::now())
+                .map(|at| timespec(at.saturating_duration_since(Instant::now())));
+            if self.done() {
+                break;
+            }
+            ready.clear();
+            let signal_ready = match self.poll_once(timeout.as_ref(), &mut ready) {
+                Ok(signal_ready) => signal_ready,
+                Err(e) => {
+                    self.abort(Error::io("poll", "worker channels", e));
+                    break;
+                }
+            };
+            if signal_ready && let Some(signal) = self.signals.as_ref().and_then(Signals::take) {
+                self.stop_by_signal(signal);
+            }
+            for &(pid, exit, channel) in &ready {
+                if channel.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
+                    self.read_requests(pid);
+                }
+                if channel.contains(PollFlags::OUT) {
+                    self.flush(pid);
+                }
+                if !exit.is_empty() {
+                    self.reap(pid);
+                }
+            }
+        }
+    }
+
+    /// One `poll`; fills `ready` with the workers that have events and returns whether the
+    /// signal pipe is readable.
+    fn poll_once(
+        &self,
+        timeout: Option<&Timespec>,
+        ready: &mut Vec<(ProcessId, PollFlags, PollFlags)>,
+    ) -> std::io::Result<bool> {
+        let mut fds = Vec::with_capacity(1 + 2 * self.workers.len());
+        if let Some(signals) = &self.signals {
+            fds.push(PollFd::new(signals.fd(), PollFlags::IN));
+        }
+        for slot in self.workers.values() {
+            fds.push(PollFd::new(&slot.pidfd, PollFlags::IN));
+            if let Some(channel) = &slot.channel {
+                let mut events = PollFlags::IN;
+                if channel.has_pending_output() {
+                    events |= PollFlags::OUT;
+                }
+                fds.push(PollFd::new(channel, events));
+            }
+        }
+        loop {
+            match poll(&mut fds, timeout) {
+                Ok(_) => break,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut events = fds.iter().map(PollFd::revents);
+        let signal_ready = self.signals.is_some() && events.next().is_some_and(|e| !e.is_empty());
+        for (pid, slot) in &self.workers {
+            let exit = events.next().unwrap_or(PollFlags::empty());
+            let channel = if slot.channel.is_some() {
+                events.next().unwrap_or(PollFlags::empty())
+            } else {
+                PollFlags::empty()
+            };
+            if !exit.is_empty() || !channel.is_empty() {
+                ready.push((*pid, exit, channel));
+            }
+        }
+        Ok(signal_ready)
+    }
+
+    /// Kills every worker and reaps them, after an error of the loop itself.
+    fn abort(&mut self, e: Error) {
+        self.fail(e);
+        self.signal_all(Signal::KILL);
+        let pids: Vec<ProcessId> = self.workers.keys().copied().collect();
+        for pid in pids {
+            if let Some(slot) = self.workers.get(&pid) {
+                let _ = rustix::process::waitid(
+                    WaitId::PidFd(std::os::fd::AsFd::as_fd(&slot.pidfd)),
+                    WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+                );
+            }
+            self.reap(pid);
+        }
+    }
+
+    /// Reads and serves every complete request of worker `pid`.
+    fn read_requests(&mut self, pid: ProcessId) {
+        loop {
+            let Some(channel) = self
+                .workers
+                .get_mut(&pid)
+                .and_then(|slot| slot.channel.as_mut())
+            else {
+                return;
+            };
+            match channel.try_recv_msg::<Request>() {
+                Ok(Some(request)) => self.serve(pid, request),
+                Ok(None) => return,
+                Err(netmcore_ipc::Error::Closed | netmcore_ipc::Error::Truncated { .. }) => {
+                    // The worker is ending; its pidfd tells when it is gone.
+                    verbose!(pid = pid.0, "{pid} closed its channel");
+                    self.drop_channel(pid);
+                    return;
+                }
+                Err(e) => {
+                    self.violation(pid, &e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drop_channel(&mut self, pid: ProcessId) {
+        if let Some(slot) = self.workers.get_mut(&pid) {
+            slot.channel = None;
+        }
+    }
+
+    /// A worker broke the protocol: close its channel, log it, kill it.
+    fn violation(&mut self, pid: ProcessId, what: &str) {
+        let Some(slot) = self.workers.get_mut(&pid) else {
+            return;
+        };
+        tracing::error!(
+            pid = pid.0,
+            unix_pid = slot.unix.as_raw_pid(),
+            "{pid} broke the protocol ({what}): closing its channel and killing it"
+        );
+        slot.channel = None;
+        let _ = pidfd_send_signal(&slot.pidfd, Signal::KILL);
+    }
+
+    fn flush(&mut self, pid: ProcessId) {
+        let Some(channel) = self
+            .workers
+            .get_mut(&pid)
+            .and_then(|slot| slot.channel.as_mut())
+        else {
+            return;
+        };
+        if let Err(e) = channel.flush() {
+            verbose!(pid = pid.0, error = %e, "cannot send to {pid}");
+            self.drop_channel(pid);
+        }
+    }
+
+    /// Queues `response` for worker `to` (a worker that is gone is skipped).
+    fn reply(&mut self, to: ProcessId, response: &Response) {
+        let Some(slot) = self.workers.get_mut(&to) else {
+            return;
+        };
+        slot.awaiting_reply = false;
+        let Some(channel) = slot.channel.as_mut() else {
+            return;
+        };
+        verbose!(pid = to.0, "reply to {to}: {}", describe(response));
+        if let Err(e) = channel.queue_msg(response) {
+            verbose!(pid = to.0, error = %e, "cannot send to {to}");
+            self.drop_channel(to);
+        }
+    }
+
+    /// Serves one request of worker `from`.
+    fn serve(&mut self, from: ProcessId, request: Request) {
+        verbose!(pid = from.0, %request, "request from {from}");
+        if request.expects_response() {
+            let Some(slot) = self.workers.get_mut(&from) else {
+                return;
+            };
+            if slot.awaiting_reply {
+                self.violation(from, "a second request before the response to the first");
+                return;
+            }
+            slot.awaiting_reply = true;
+        }
+        let by = Holder::Process(from);
+        let response = match request {
+            Request::Start {
+                fork_point,
+                arg,
+                inherit,
+            } => match self.spawn(fork_point, arg, &inherit, by) {
+                Ok(pid) => Response::Started(pid),
+                Err(e) => Response::Error(remote_error(&e)),
+            },
+            Request::Join { join_point, pid } => {
+                match self.defs.registry.join(join_point, pid, from) {
+                    Ok(JoinOutcome::Ready(result)) => Response::Joined(result),
+                    // Answered when `pid` is reaped.
+                    Ok(JoinOutcome::Deferred) => return,
+                    Err(e) => Response::Error(remote(e)),
+                }
+            }
+            Request::JoinNowait { join_point, pid } => {
+                Response::Joined(self.defs.registry.join_nowait(join_point, pid))
+            }
+            Request::Finished(outcome) => {
+                self.finished(from, outcome);
+                return;
+            }
+            Request::Release(id) => {
+                if let Some(destroy) = self.defs.registry.release(id, by) {
+                    self.destroy(destroy);
+                }
+                return;
+            }
+            Request::GetResource { id, expected } => {
+                let found = match expected {
+                    None => self.defs.registry.get(id, by),
+                    Some(kind) => self.defs.registry.get_kind(id, by, kind),
+                };
+                match found {
+                    Ok(desc) => Response::Resource {
+                        id,
+                        desc: desc.clone(),
+                    },
+                    Err(e) => Response::Error(remote(e)),
+                }
+            }
+            Request::ManageFile(path) => self.manage(ResourceDesc::File(path), by),
+            Request::ManageShm(name) => self.manage(ResourceDesc::PosixShm(name), by),
+            Request::ManageSem(name) => self.manage(ResourceDesc::PosixSem(name), by),
+            Request::CreatePreallocatedShm { .. } => Response::Error(RemoteError::Io {
+                op: "create_preallocated_shm".to_owned(),
+                target: String::new(),
+                message: "not supported by this master yet".to_owned(),
+            }),
+            Request::SelfProcessId => Response::ProcessId(from),
+            other => Response::Error(RemoteError::Io {
+                op: "request".to_owned(),
+                target: other.to_string(),
+                message: "not understood by this master".to_owned(),
+            }),
+        };
+        self.reply(from, &response);
+    }
+
+    /// Registers an existing object for `by` (`manage_*`), recording it in the ledger first.
+    fn manage(&mut self, desc: ResourceDesc, by: Holder) -> Response {
+        if let Err(e) = netmcore_resources::registry::validate_desc(&desc) {
+            return Response::Error(remote(e));
+        }
+        if let (Some(object), Some(ledger)) = (LedgerObject::from_desc(&desc), &mut self.ledger)
+            && let Err(e) = ledger.registered(&object)
+        {
+            return Response::Error(RemoteError::Io {
+                op: "ledger".to_owned(),
+                target: ledger.path().display().to_string(),
+                message: e.to_string(),
+            });
+        }
+        match self.defs.registry.register(desc.clone(), by) {
+            Ok(id) => Response::Resource { id, desc },
+            Err(e) => Response::Error(remote(e)),
+        }
+    }
+
+    /// Destroys an object whose last user let go.
+    fn destroy(&mut self, destroy: Destroy) {
+        verbose!(id = destroy.id.0, "destroying {}", destroy.id);
+        match &destroy.desc {
+            ResourceDesc::ForkPoint { .. } => {
+                self.defs.bodies.remove(&destroy.id);
+            }
+            ResourceDesc::JoinPoint { .. } => {}
+            desc => {
+                let Some(object) = LedgerObject::from_desc(desc) else {
+                    return;
+                };
+                match dir::destroy_object(&object) {
+                    Ok(()) => {
+                        if let Some(ledger) = &mut self.ledger
+                            && let Err(e) = ledger.destroyed(&object)
+                        {
+                            tracing::warn!(error = %e, "cannot record a destroyed object");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(id = destroy.id.0, error = %e, "cannot destroy {}", destroy.id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn perform(&mut self, actions: Vec<Action<Encap>>) {
+        for action in actions {
+            match action {
+                Action::Destroy(destroy) => self.destroy(destroy),
+                Action::Wake(wake) => {
+                    verbose!(
+                        pid = wake.joiner.0,
+                        "{} joined {}",
+                        wake.joiner,
+                        wake.target
+                    );
+                    self.reply(wake.joiner, &Response::Joined(wake.result));
+                }
+            }
+        }
+    }
+
+    // Forking and reaping ---------------------------------------------------------------
+
+    /// Starts a process through `fork_point` on behalf of `by`: the fork path.
+    pub(crate) fn spawn(
+        &mut self,
+        fork_point: ResId,
+        arg: Encap,
+        inherit: &Inherit,
+        by: Holder,
+    ) -> Result<ProcessId> {
+        if self.terminated.is_some() {
+            return Err(Error::ShuttingDown);
+        }
+        let Some(body) = self.defs.bodies.get(&fork_point).cloned() else {
+            return Err(Error::NoResource(fork_point));
+        };
+        let (ours, theirs) = Channel::pair().map_err(|e| from_ipc("socketpair", e))?;
+        let started = self.defs.registry.start(fork_point, inherit, by)?;
+        let pid = started.pid;
+        // Output buffered in the master must not be written once more by the child.
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        match sys::fork() {
+            Ok(Forked::Child) => {
+                drop(ours);
+                self.become_worker(pid, theirs, &body, arg)
+            }
+            Ok(Forked::Parent(unix)) => {
+                drop(theirs);
+                let pidfd = match pidfd_open(unix, PidfdFlags::empty()) {
+                    Ok(pidfd) => pidfd,
+                    Err(e) => {
+                        // Without a pidfd the child cannot be supervised: take it back.
+                        let _ = rustix::process::kill_process(unix, Signal::KILL);
+                        let _ = rustix::process::waitpid(
+                            Some(unix),
+                            rustix::process::WaitOptions::empty(),
+                        );
+                        let actions = self.defs.registry.finished(pid, None);
+                        self.perform(actions);
+                        return Err(Error::io("pidfd_open", format!("unix pid {unix:?}"), e));
+                    }
+                };
+                verbose!(
+                    pid = pid.0,
+                    unix_pid = unix.as_raw_pid(),
+                    "forked {pid} through {fork_point} for {by}"
+                );
+                self.workers.insert(
+                    pid,
+                    Slot {
+                        unix,
+                        pidfd,
+                        channel: Some(ours),
+                        reported: None,
+                        awaiting_reply: false,
+                    },
+                );
+                // The child has its own copy of the argument; the master keeps none.
+                drop(arg);
+                Ok(pid)
+            }
+            Err(e) => {
+                let actions = self.defs.registry.finished(pid, None);
+                self.perform(actions);
+                Err(Error::io("fork", format!("{pid}"), e))
+            }
+        }
+    }
+
+    /// The child side of the fork path: never returns.
+    fn become_worker(&mut self, pid: ProcessId, channel: Channel, body: &Body, arg: Encap) -> ! {
+        // Nothing of the master stays open here: its lock must go with it, and a sibling's
+        // channel held here would hide that sibling's end from the master.
+        self.lock = None;
+        self.ledger = None;
+        signals::reset_in_child(self.signals.take());
+        self.workers.clear();
+        // The pidfile is the master's to remove; this copy is forgotten, not removed.
+        self.pidfile = None;
+        // Die with the master. If it died between the fork and this call, the death signal
+        // came too early for us: the parent is no longer the master.
+        let armed = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+        if armed.is_err() || rustix::process::getppid() != Some(self.unix_pid) {
+            std::process::exit(EXIT_ORPHAN);
+        }
+        state::set_role(Role::Worker);
+        worker::install(channel, pid);
+        let outcome = worker::run_body(pid, body, arg);
+        worker::finish(outcome);
+        std::process::exit(0)
+    }
+
+    /// Worker `from` reported the end of its body: its joiner gets the result and its
+    /// resources are released now, without waiting for the process to exit (it exits right
+    /// after the report; it is reaped when it did).
+    fn finished(&mut self, from: ProcessId, outcome: Outcome) {
+        let Some(mut slot) = self.workers.remove(&from) else {
+            return;
+        };
+        self.report(from, &mut slot, outcome);
+        self.workers.insert(from, slot);
+    }
+
+    /// Records `outcome` for worker `pid` (whose slot is out of the table) and carries out
+    /// what the registry says.
+    fn report(&mut self, pid: ProcessId, slot: &mut Slot, outcome: Outcome) {
+        if slot.reported.is_some() {
+            return;
+        }
+        let result = match outcome {
+            Outcome::Returned(result) => {
+                slot.reported = Some(Reported::Returned(result.type_name().to_owned()));
+                Some(result)
+            }
+            Outcome::Failed(message) => {
+                slot.reported = Some(Reported::Failed(message));
+                None
+            }
+            other => {
+                slot.reported = Some(Reported::Failed(format!("{other:?}")));
+                None
+            }
+        };
+        let actions = self.defs.registry.finished(pid, result);
+        self.perform(actions);
+    }
+
+    /// Reaps worker `pid` if it exited: logs how it ended and reports it to the registry.
+    fn reap(&mut self, pid: ProcessId) {
+        let status = {
+            let Some(slot) = self.workers.get(&pid) else {
+                return;
+            };
+            match rustix::process::waitid(
+                WaitId::PidFd(std::os::fd::AsFd::as_fd(&slot.pidfd)),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+            ) {
+                Ok(Some(status)) => Some(status),
+                // Not exited after all.
+                Ok(None) => return,
+                // Reaped by someone else: a program that set SIGCHLD to SIG_IGN has its
+                // children reaped by the kernel. The pidfd said it exited.
+                Err(Errno::CHILD) => None,
+                Err(e) => {
+                    tracing::error!(pid = pid.0, error = %e, "waitid failed for {pid}");
+                    return;
+                }
+            }
+        };
+        let Some(mut slot) = self.workers.remove(&pid) else {
+            return;
+        };
+        // Its last words may still be in the channel.
+        if let Some(mut channel) = slot.channel.take() {
+            while let Ok(Some(request)) = channel.try_recv_msg::<Request>() {
+                match request {
+                    Request::Finished(outcome) => self.report(pid, &mut slot, outcome),
+                    Request::Release(id) => {
+                        if let Some(destroy) = self.defs.registry.release(id, Holder::Process(pid))
+                        {
+                            self.destroy(destroy);
+                        }
+                    }
+                    // A request nobody will read the answer to.
+                    _ => {}
+                }
+            }
+        }
+        let how = describe_end(slot.reported.as_ref(), status.as_ref());
+        tracing::info!(
+            pid = pid.0,
+            unix_pid = slot.unix.as_raw_pid(),
+            "{pid} (unix pid {}) ended: {how}",
+            slot.unix.as_raw_pid()
+        );
+        drop(slot.pidfd);
+        if slot.reported.is_none() {
+            // It died without a report: no result, and its resources are released now.
+            let actions = self.defs.registry.finished(pid, None);
+            self.perform(actions);
+        }
+        if self.first.is_some_and(|(first, _)| first == pid) {
+            self.first_ended = Some(Instant::now());
+            verbose!(pid = pid.0, "the first process ended: shutdown begins");
+        }
+    }
+
+    // The end -----------------------------------------------------------------------------
+
+    /// After the loop: takes the first process's result, forgets the finished processes,
+    /// destroys every object the master still holds (the process types stay defined),
+    /// releases the directory, and gives the definitions back with `startup`'s result.
+    pub(crate) fn finish(mut self) -> (Result<Option<Encap>>, Definitions) {
+        let first_result = self
+            .first
+            .and_then(|(pid, join_point)| self.defs.registry.join_nowait(join_point, pid));
+        let finished: Vec<(ProcessId, ResId)> = self
+            .defs
+            .registry
+            .processes()
+            .filter(|p| p.state() != ProcessState::Running)
+            .map(|p| (p.pid(), p.join_point()))
+            .collect();
+        for (pid, join_point) in finished {
+            let _ = self.defs.registry.join_nowait(join_point, pid);
+        }
+        let held: Vec<ResId> = self
+            .defs
+            .registry
+            .resources()
+            .filter(|r| !matches!(r.kind(), ResourceKind::ForkPoint | ResourceKind::JoinPoint))
+            .map(|r| r.id())
+            .collect();
+        for id in held {
+            if let Some(destroy) = self.defs.registry.release(id, Holder::Master) {
+                self.destroy(destroy);
+            }
+        }
+        if let Some(ledger) = &mut self.ledger
+            && ledger.live().is_ok_and(|live| live.is_empty())
+            && let Err(e) = ledger.truncate()
+        {
+            tracing::warn!(error = %e, "cannot truncate the ledger");
+        }
+        let result = match self.stop.take() {
+            None => Ok(first_result),
+            Some(Stop::Signal(signal)) => Err(Error::Stopped {
+                signal: signals::signal_name(signal),
+            }),
+            Some(Stop::Failed(e)) => Err(e),
+        };
+        tracing::info!(
+            unix_pid = self.unix_pid.as_raw_pid(),
+            "netmcore master stopped"
+        );
+        (result, self.close())
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard limit (the master holds two per
+/// worker, and `poll` has no limit of its own); returns the old limit if it changed.
+fn raise_nofile_limit() -> Option<Rlimit> {
+    let old = getrlimit(Resource::Nofile);
+    if old.current == old.maximum {
+        return None;
+    }
+    let raised = Rlimit {
+        current: old.maximum,
+        maximum: old.maximum,
+    };
+    setrlimit(Resource::Nofile, raised).ok().map(|()| old)
+}
+
+/// How a worker ended, for the log.
+fn describe_end(reported: Option<&Reported>, status: Option<&WaitIdStatus>) -> String {
+    if let Some(status) = status
+        && let Some(signal) = status.terminating_signal()
+    {
+        let dumped = if status.dumped() {
+            " (core dumped)"
+        } else {
+            ""
+        };
+        return format!("killed by {}{dumped}", signals::signal_name(signal));
+    }
+    match (reported, status.and_then(WaitIdStatus::exit_status)) {
+        (Some(Reported::Returned(type_name)), _) => format!("returned a result ({type_name})"),
+        (Some(Reported::Failed(message)), _) => message.clone(),
+        (_, Some(code)) => format!("exited with {code}"),
+        _ => "ended".to_owned(),
+    }
+}
+
+/// A response for the log, without its payload.
+fn describe(response: &Response) -> String {
+    match response {
+        Response::Joined(Some(result)) => format!("joined with a {}", result.type_name()),
+        Response::Joined(None) => "joined without a result".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn timespec(d: Duration) -> Timespec {
+    Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        // Round up so that the deadline has passed when poll returns.
+        tv_nsec: i64::from(d.subsec_nanos()) + 1,
+    }
+    .normalize()
+}
+
+trait Normalize {
+    fn normalize(self) -> Self;
+}
+
+impl Normalize for Timespec {
+    fn normalize(mut self) -> Timespec {
+        if self.tv_nsec >= 1_000_000_000 {
+            self.tv_sec = self.tv_sec.saturating_add(1);
+            self.tv_nsec -= 1_000_000_000;
+        }
+        self
+    }
+}
+
+/// An error of the OS layer met by the master itself.
+pub(crate) fn from_ipc(call: &'static str, e: netmcore_ipc::Error) -> Error {
+    match e {
+        netmcore_ipc::Error::Os { op, target, source } => Error::Io { op, target, source },
+        e => Error::Protocol { call, source: e },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timespecs_round_up_and_stay_normal() {
+        let t = timespec(Duration::from_millis(1500));
+        assert_eq!((t.tv_sec, t.tv_nsec), (1, 500_000_001));
+        let t = timespec(Duration::new(2, 999_999_999));
+        assert_eq!((t.tv_sec, t.tv_nsec), (3, 0));
+    }
+
+    #[test]
+    fn responses_are_described_without_their_payload() {
+        let big = Encap::wrap(&vec![0u8; 1000]).unwrap();
+        let text = describe(&Response::Joined(Some(big)));
+        assert!(text.starts_with("joined with a "), "{text}");
+        assert!(text.len() < 100, "{text}");
+    }
+}

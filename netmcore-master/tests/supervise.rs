@@ -1,0 +1,870 @@
+//! Multi-process tests of the master and the process API: each case runs in a forked process
+//! of its own (see `support::run_cases`), which becomes a master with `startup`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use netmcore_encap::{ByteBuf, Encap};
+use netmcore_master::{
+    Config, Error, Role, def_process, join, join_nowait, role, self_process_id, start, startup,
+    startup_with_result,
+};
+use netmcore_resources::{ProcessId, ResId};
+use rustix::process::{Signal, getpid, getppid, kill_process};
+use support::{Case, alive, children, run_cases, wait_for_file, write_file};
+
+fn main() -> std::process::ExitCode {
+    run_cases(&[
+        Case {
+            name: "sum_of_squares_end_to_end",
+            run: sum_of_squares_end_to_end,
+        },
+        Case {
+            name: "calls_fail_where_they_are_not_allowed",
+            run: calls_fail_where_they_are_not_allowed,
+        },
+        Case {
+            name: "join_errors_and_join_nowait",
+            run: join_errors_and_join_nowait,
+        },
+        Case {
+            name: "abnormal_ends_join_none_and_the_system_goes_on",
+            run: abnormal_ends_join_none_and_the_system_goes_on,
+        },
+        Case {
+            name: "two_hundred_processes_in_waves_of_two",
+            run: two_hundred_processes_in_waves_of_two,
+        },
+        Case {
+            name: "three_hundred_processes_at_once_joined_by_three_joiners",
+            run: three_hundred_processes_at_once_joined_by_three_joiners,
+        },
+        Case {
+            name: "argument_and_result_of_256_mib",
+            run: argument_and_result_of_256_mib,
+        },
+        Case {
+            name: "a_global_changed_in_a_worker_keeps_its_master_value",
+            run: a_global_changed_in_a_worker_keeps_its_master_value,
+        },
+        Case {
+            name: "sigterm_stops_the_master_and_every_worker",
+            run: sigterm_stops_the_master_and_every_worker,
+        },
+        Case {
+            name: "sigint_stops_the_master_too",
+            run: sigint_stops_the_master_too,
+        },
+        Case {
+            name: "shutdown_waits_for_workers_or_terminates_them_after_the_timeout",
+            run: shutdown_waits_for_workers_or_terminates_them_after_the_timeout,
+        },
+        Case {
+            name: "second_master_gets_in_use_and_the_pidfile_lives_with_the_master",
+            run: second_master_gets_in_use_and_the_pidfile_lives_with_the_master,
+        },
+        Case {
+            name: "unsafe_socket_directories_are_refused",
+            run: unsafe_socket_directories_are_refused,
+        },
+        Case {
+            name: "a_worker_gets_master_gone_when_the_master_is_killed",
+            run: a_worker_gets_master_gone_when_the_master_is_killed,
+        },
+        Case {
+            name: "hook_and_first_process_errors_stop_the_master",
+            run: hook_and_first_process_errors_stop_the_master,
+        },
+        Case {
+            name: "a_worker_that_breaks_the_protocol_is_killed",
+            run: a_worker_that_breaks_the_protocol_is_killed,
+        },
+        Case {
+            name: "startup_destroys_what_a_dead_master_left_in_the_ledger",
+            run: startup_destroys_what_a_dead_master_left_in_the_ledger,
+        },
+        Case {
+            name: "startup_runs_again_after_it_returned",
+            run: startup_runs_again_after_it_returned,
+        },
+    ])
+}
+
+/// `Encap::wrap(value)`, which must succeed (a macro, so that no `Serialize` bound needs
+/// naming here).
+macro_rules! wrap {
+    ($value:expr) => {
+        Encap::wrap($value).expect("encodes")
+    };
+}
+
+fn socket_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("sock");
+    (dir, sock)
+}
+
+/// After `startup` returned: no child of this process is left, not even a zombie.
+fn assert_no_children() {
+    assert_eq!(children(), Vec::<i32>::new(), "children left after startup");
+}
+
+fn u64_of(e: Encap) -> u64 {
+    e.unwrap::<u64>().expect("a u64")
+}
+
+fn sum_of_squares_end_to_end() {
+    let (square, square_jp) = def_process(|arg| wrap!(&(u64_of(arg).pow(2)))).unwrap();
+    let (coordinator, _) = def_process(move |arg| {
+        let n = u64_of(arg);
+        let pids: Vec<ProcessId> = (1..=n).map(|i| start(square, wrap!(&i)).unwrap()).collect();
+        let total: u64 = pids
+            .into_iter()
+            .map(|pid| u64_of(join(square_jp, pid).unwrap().expect("a result")))
+            .sum();
+        wrap!(&total)
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    let result = startup_with_result(Config::new(&sock), || start(coordinator, wrap!(&10u64)));
+    assert_eq!(result.unwrap().map(u64_of), Some(385));
+    assert_eq!(role(), Role::PreStartup);
+    assert_no_children();
+    // The directory was created private, and the ledger lists nothing.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700);
+    assert!(
+        netmcore_resources::ledger::replay_dir(&sock)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn calls_fail_where_they_are_not_allowed() {
+    let (fork_point, join_point) = def_process(|arg| arg).unwrap();
+    // Before startup.
+    assert!(matches!(
+        start(fork_point, wrap!(&1u8)),
+        Err(Error::NotStarted)
+    ));
+    assert!(matches!(
+        join_nowait(join_point, ProcessId(0)),
+        Err(Error::NotStarted)
+    ));
+    assert!(matches!(
+        join(join_point, ProcessId(0)),
+        Err(Error::NotInWorker)
+    ));
+    assert!(matches!(self_process_id(), Err(Error::NotInWorker)));
+
+    let (checks, _) = def_process(move |_| {
+        let mut failures = Vec::new();
+        let me = self_process_id().unwrap();
+        if !matches!(def_process(|a| a), Err(Error::NotInMaster)) {
+            failures.push("def_process in a worker".to_owned());
+        }
+        let (_dir, sock) = socket_dir();
+        if !matches!(
+            startup(Config::new(sock), || Ok(ProcessId(0))),
+            Err(Error::AlreadyStarted { .. })
+        ) {
+            failures.push("startup in a worker".to_owned());
+        }
+        // A started process has the id its starter got.
+        let child = start(fork_point, wrap!(&7u32)).unwrap();
+        if child.0 <= me.0 {
+            failures.push(format!("{child} started after {me}"));
+        }
+        // Unknown fork points.
+        for bad in [ResId(999), join_point] {
+            if !matches!(start(bad, wrap!(&1u8)), Err(Error::NoResource(id)) if id == bad) {
+                failures.push(format!("start through {bad}"));
+            }
+        }
+        if join(join_point, child)
+            .unwrap()
+            .map(|r| r.unwrap::<u32>().unwrap())
+            != Some(7)
+        {
+            failures.push("join of the echo".to_owned());
+        }
+        wrap!(&failures)
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    let result = startup_with_result(
+        Config::new(&sock).on_master_start(move || {
+            // In the master: join and self_process_id are refused, join_nowait answers.
+            assert_eq!(role(), Role::Master);
+            assert!(matches!(
+                join(join_point, ProcessId(0)),
+                Err(Error::NotInWorker)
+            ));
+            assert!(matches!(self_process_id(), Err(Error::NotInWorker)));
+            assert_eq!(join_nowait(join_point, ProcessId(0)).unwrap(), None);
+            Ok(())
+        }),
+        || {
+            let pid = start(checks, wrap!(&()))?;
+            assert_eq!(pid, ProcessId(0), "the first process is 0");
+            Ok(pid)
+        },
+    );
+    let failures: Vec<String> = result.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!(failures, Vec::<String>::new());
+    assert_no_children();
+}
+
+fn join_errors_and_join_nowait() {
+    let (echo, echo_jp) = def_process(|arg| arg).unwrap();
+    let (other, other_jp) = def_process(|arg| arg).unwrap();
+    let (waiter, _) = def_process(|arg| {
+        // Waits for its argument file, then returns.
+        let path: String = arg.unwrap().unwrap();
+        wait_for_file(Path::new(&path));
+        wrap!(&1u64)
+    })
+    .unwrap();
+    let (tmp, sock) = socket_dir();
+    let gate = tmp.path().join("gate").to_string_lossy().into_owned();
+    let (first, _) = def_process(move |_| {
+        let mut failures = Vec::new();
+        let mut check = |ok: bool, what: &str| {
+            if !ok {
+                failures.push(what.to_owned());
+            }
+        };
+        // Unknown pid.
+        check(
+            matches!(
+                join(echo_jp, ProcessId(12345)),
+                Err(Error::UnknownProcess(ProcessId(12345)))
+            ),
+            "unknown pid",
+        );
+        // Wrong join point: refused, and the process stays joinable through its own.
+        let a = start(echo, wrap!(&5u64)).unwrap();
+        check(
+            matches!(join(other_jp, a), Err(Error::UnknownProcess(p)) if p == a),
+            "wrong join point",
+        );
+        check(
+            join(echo_jp, a).unwrap().map(u64_of) == Some(5),
+            "join through its own",
+        );
+        // Second join.
+        check(
+            matches!(join(echo_jp, a), Err(Error::UnknownProcess(p)) if p == a),
+            "second join",
+        );
+        // join_nowait: None while it runs, Some once it finished, then forgotten.
+        let w = start(waiter, wrap!(&gate)).unwrap();
+        check(
+            join_nowait(echo_jp, w).unwrap().is_none(),
+            "join_nowait while it runs",
+        );
+        write_file(Path::new(&gate), "go");
+        let mut got = None;
+        while got.is_none() {
+            got = join_nowait(
+                // The waiter's join point is the one after its fork point.
+                ResId(waiter.0 + 1),
+                w,
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        check(got.map(u64_of) == Some(1), "join_nowait after the end");
+        check(
+            join_nowait(ResId(waiter.0 + 1), w).unwrap().is_none(),
+            "join_nowait forgets",
+        );
+        check(
+            matches!(join(ResId(waiter.0 + 1), w), Err(Error::UnknownProcess(_))),
+            "join after join_nowait",
+        );
+        // join of another type's process through `other` works too.
+        let b = start(other, wrap!(&9u64)).unwrap();
+        check(
+            join(other_jp, b).unwrap().map(u64_of) == Some(9),
+            "other type",
+        );
+        wrap!(&failures)
+    })
+    .unwrap();
+    let result = startup_with_result(Config::new(&sock), || start(first, wrap!(&())));
+    let failures: Vec<String> = result.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!(failures, Vec::<String>::new());
+    assert_no_children();
+}
+
+fn abnormal_ends_join_none_and_the_system_goes_on() {
+    let (bad, bad_jp) = def_process(|arg| {
+        let how: String = arg.unwrap().unwrap();
+        let me = getpid();
+        match how.as_str() {
+            "panic" => panic!("this body panics on purpose"),
+            "exit" => std::process::exit(3),
+            "sigkill" => {
+                kill_process(me, Signal::KILL).unwrap();
+            }
+            "sigsegv" => {
+                // The first SIGSEGV meets std's stack-overflow handler, which restores the
+                // default action and returns; the second one kills.
+                kill_process(me, Signal::SEGV).unwrap();
+                kill_process(me, Signal::SEGV).unwrap();
+            }
+            _ => {}
+        }
+        // A killed process does not get here.
+        std::thread::sleep(Duration::from_secs(60));
+        wrap!(&how)
+    })
+    .unwrap();
+    let (first, _) = def_process(move |_| {
+        let mut outcomes = Vec::new();
+        for how in ["panic", "exit", "sigkill", "sigsegv", "fine"] {
+            let pid = start(bad, wrap!(&how.to_owned())).unwrap();
+            let joined = join(bad_jp, pid)
+                .unwrap()
+                .map(|r| r.unwrap::<String>().unwrap());
+            outcomes.push((how.to_owned(), joined));
+        }
+        wrap!(&outcomes)
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    let log = support::log::Lines::install();
+    let result = startup_with_result(Config::new(&sock), || start(first, wrap!(&())));
+    let outcomes: Vec<(String, Option<String>)> = result.unwrap().unwrap().unwrap().unwrap();
+    // The master logs which process ended how.
+    for (pid, how) in [
+        (1, "panicked: this body panics on purpose"),
+        (2, "exited with 3"),
+        (3, "killed by SIGKILL"),
+        (4, "killed by SIGSEGV"),
+        (5, "returned a result"),
+    ] {
+        let needle = format!("process {pid} (unix pid ");
+        assert!(
+            log.get()
+                .iter()
+                .any(|line| line.contains(&needle) && line.contains(how)),
+            "no log line for {pid} {how}: {:#?}",
+            log.get()
+        );
+    }
+    let expected: Vec<(String, Option<String>)> = vec![
+        ("panic".into(), None),
+        ("exit".into(), None),
+        ("sigkill".into(), None),
+        ("sigsegv".into(), None),
+        ("fine".into(), Some("fine".into())),
+    ];
+    assert_eq!(outcomes, expected);
+    assert_no_children();
+}
+
+fn two_hundred_processes_in_waves_of_two() {
+    let (square, square_jp) = def_process(|arg| wrap!(&(u64_of(arg).pow(2)))).unwrap();
+    let (first, _) = def_process(move |_| {
+        let mut results = Vec::new();
+        for wave in (0..200u64).collect::<Vec<_>>().chunks(2) {
+            let pids: Vec<ProcessId> = wave
+                .iter()
+                .map(|i| start(square, wrap!(i)).unwrap())
+                .collect();
+            for pid in pids {
+                results.push(u64_of(join(square_jp, pid).unwrap().unwrap()));
+            }
+        }
+        wrap!(&results)
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    let result = startup_with_result(Config::new(&sock), || start(first, wrap!(&())));
+    let results: Vec<u64> = result.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!(results, (0..200u64).map(|i| i * i).collect::<Vec<_>>());
+    assert_no_children();
+}
+
+fn three_hundred_processes_at_once_joined_by_three_joiners() {
+    let (square, square_jp) = def_process(|arg| wrap!(&(u64_of(arg).pow(2)))).unwrap();
+    // Each joiner joins its share of the processes, so that many joins wait at once.
+    let (joiner, joiner_jp) = def_process(move |arg| {
+        let pids: Vec<ProcessId> = arg.unwrap().unwrap();
+        let results: Vec<u64> = pids
+            .into_iter()
+            .map(|pid| u64_of(join(square_jp, pid).unwrap().unwrap()))
+            .collect();
+        wrap!(&results)
+    })
+    .unwrap();
+    let (first, _) = def_process(move |_| {
+        let pids: Vec<ProcessId> = (0..300u64)
+            .map(|i| start(square, wrap!(&i)).unwrap())
+            .collect();
+        let joiners: Vec<ProcessId> = pids
+            .chunks(100)
+            .map(|chunk| start(joiner, wrap!(&chunk.to_vec())).unwrap())
+            .collect();
+        let mut results = Vec::new();
+        for pid in joiners {
+            let part: Vec<u64> = join(joiner_jp, pid).unwrap().unwrap().unwrap().unwrap();
+            results.extend(part);
+        }
+        wrap!(&results)
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    let result = startup_with_result(Config::new(&sock), || start(first, wrap!(&())));
+    let results: Vec<u64> = result.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!(results, (0..300u64).map(|i| i * i).collect::<Vec<_>>());
+    assert_no_children();
+}
+
+fn argument_and_result_of_256_mib() {
+    const LEN: usize = 256 << 20;
+    let (reverse, reverse_jp) = def_process(|arg| {
+        let mut bytes = arg.unwrap::<ByteBuf>().unwrap().into_inner();
+        assert_eq!(bytes.len(), LEN);
+        assert!(bytes.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+        bytes.reverse();
+        wrap!(&ByteBuf::from(bytes))
+    })
+    .unwrap();
+    let (first, _) = def_process(move |_| {
+        let arg: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        let pid = start(reverse, wrap!(&ByteBuf::from(arg))).unwrap();
+        let result = join(reverse_jp, pid).unwrap().expect("a result");
+        let bytes = result.unwrap::<ByteBuf>().unwrap().into_inner();
+        let ok = bytes.len() == LEN
+            && bytes
+                .iter()
+                .rev()
+                .enumerate()
+                .all(|(i, b)| *b == (i % 251) as u8);
+        wrap!(&ok)
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    let result = startup_with_result(Config::new(&sock), || start(first, wrap!(&())));
+    assert!(result.unwrap().unwrap().unwrap::<bool>().unwrap());
+    assert_no_children();
+}
+
+static GLOBAL: AtomicU64 = AtomicU64::new(1);
+
+fn a_global_changed_in_a_worker_keeps_its_master_value() {
+    let (read, read_jp) = def_process(|_| wrap!(&GLOBAL.load(Ordering::SeqCst))).unwrap();
+    let (first, _) = def_process(move |_| {
+        GLOBAL.store(2, Ordering::SeqCst);
+        let pid = start(read, wrap!(&())).unwrap();
+        let seen = u64_of(join(read_jp, pid).unwrap().unwrap());
+        wrap!(&(GLOBAL.load(Ordering::SeqCst), seen))
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    // The master's value is 3 when the processes are forked.
+    GLOBAL.store(3, Ordering::SeqCst);
+    let result = startup_with_result(Config::new(&sock), || start(first, wrap!(&())));
+    let (own, seen): (u64, u64) = result.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!((own, seen), (2, 3));
+    assert_no_children();
+}
+
+fn sigterm_stops_the_master_and_every_worker() {
+    let (tmp, sock) = socket_dir();
+    let pids_dir = tmp.path().to_string_lossy().into_owned();
+    let (sleeper, _) = def_process(|arg| {
+        let (dir, name): (String, String) = arg.unwrap().unwrap();
+        write_file(
+            &Path::new(&dir).join(name),
+            &getpid().as_raw_pid().to_string(),
+        );
+        if arg_is_stubborn(&dir) {
+            // A stopped process does not act on SIGTERM: only SIGKILL ends it.
+            let _ = kill_process(getpid(), Signal::STOP);
+        }
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    let dir = pids_dir.clone();
+    let (first, _) = def_process(move |_| {
+        write_file(
+            &Path::new(&dir).join("pid-first"),
+            &getpid().as_raw_pid().to_string(),
+        );
+        for name in ["pid-a", "pid-b"] {
+            start(sleeper, wrap!(&(dir.clone(), name.to_owned()))).unwrap();
+        }
+        for name in ["pid-a", "pid-b"] {
+            wait_for_file(&Path::new(&dir).join(name));
+        }
+        kill_process(getppid().unwrap(), Signal::TERM).unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    // One sleeper stops itself, so the master must escalate to SIGKILL.
+    write_file(&tmp.path().join("stubborn"), "yes");
+    let result = startup(
+        Config::new(&sock).kill_grace(Duration::from_millis(100)),
+        || start(first, wrap!(&())),
+    );
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, Error::Stopped { signal: "SIGTERM" }),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "the master was stopped by SIGTERM");
+    for name in ["pid-first", "pid-a", "pid-b"] {
+        let pid: i32 = wait_for_file(&tmp.path().join(name))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(!alive(pid), "{name} ({pid}) survived");
+    }
+    assert_no_children();
+    // SIGTERM has its default action again, and the directory can be used again.
+    assert_eq!(role(), Role::PreStartup);
+    let (echo, _) = def_process(|a| a).unwrap();
+    let again = startup_with_result(Config::new(&sock), || start(echo, wrap!(&4u64)));
+    assert_eq!(again.unwrap().map(u64_of), Some(4));
+}
+
+fn sigint_stops_the_master_too() {
+    let (first, _) = def_process(|_| {
+        kill_process(getppid().unwrap(), Signal::INT).unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    let result = startup(Config::new(&sock), || start(first, wrap!(&())));
+    assert!(
+        matches!(result, Err(Error::Stopped { signal: "SIGINT" })),
+        "{result:?}"
+    );
+    assert_no_children();
+}
+
+/// Only the first sleeper to look is stubborn: it removes the marker.
+fn arg_is_stubborn(dir: &str) -> bool {
+    std::fs::remove_file(Path::new(dir).join("stubborn")).is_ok()
+}
+
+fn shutdown_waits_for_workers_or_terminates_them_after_the_timeout() {
+    let (tmp, sock) = socket_dir();
+    let dir = tmp.path().to_string_lossy().into_owned();
+    // A worker that outlives the first process by a little: the master waits for it.
+    let (late, _) = def_process(|arg| {
+        let dir: String = arg.unwrap().unwrap();
+        wait_for_file(&Path::new(&dir).join("first-done"));
+        write_file(&Path::new(&dir).join("late-done"), "done");
+        wrap!(&())
+    })
+    .unwrap();
+    let d = dir.clone();
+    let (first, _) = def_process(move |_| {
+        start(late, wrap!(&d)).unwrap();
+        write_file(&Path::new(&d).join("first-done"), "done");
+        wrap!(&())
+    })
+    .unwrap();
+    startup(Config::new(&sock), || start(first, wrap!(&()))).unwrap();
+    assert!(tmp.path().join("late-done").exists(), "the master waited");
+    assert_no_children();
+
+    // A worker that never ends: SIGTERM after the timeout.
+    let (forever, _) = def_process(|arg| {
+        let dir: String = arg.unwrap().unwrap();
+        write_file(
+            &Path::new(&dir).join("forever"),
+            &getpid().as_raw_pid().to_string(),
+        );
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    let d = dir.clone();
+    let (first, _) = def_process(move |_| {
+        start(forever, wrap!(&d)).unwrap();
+        wait_for_file(&Path::new(&d).join("forever"));
+        wrap!(&())
+    })
+    .unwrap();
+    startup(
+        Config::new(&sock).shutdown_timeout(Duration::from_millis(50)),
+        || start(first, wrap!(&())),
+    )
+    .unwrap();
+    let pid: i32 = wait_for_file(&tmp.path().join("forever"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!alive(pid));
+    assert_no_children();
+}
+
+fn second_master_gets_in_use_and_the_pidfile_lives_with_the_master() {
+    let (tmp, sock) = socket_dir();
+    let pidfile = tmp.path().join("master.pid");
+    let go = tmp.path().join("go");
+    let verdict = tmp.path().join("verdict");
+    // The second master is forked before the first starts (a worker may not call startup),
+    // and tries once the first one's first process runs.
+    let second = {
+        let (sock, go, verdict) = (sock.clone(), go.clone(), verdict.clone());
+        support::sys::fork_child(move || {
+            let (echo, _) = def_process(|a| a).unwrap();
+            wait_for_file(&go);
+            let outcome = match startup(Config::new(&sock), || start(echo, wrap!(&()))) {
+                Err(Error::SocketDirectoryInUse(dir)) if dir == sock => "in use".to_owned(),
+                other => format!("{other:?}"),
+            };
+            write_file(&verdict, &outcome);
+            0
+        })
+    };
+    let (first, _) = {
+        let (pidfile, go, verdict) = (pidfile.clone(), go.clone(), verdict.clone());
+        def_process(move |_| {
+            // The pidfile names the master while it runs.
+            let text = std::fs::read_to_string(&pidfile).unwrap();
+            let master = getppid().unwrap().as_raw_pid();
+            assert_eq!(text, format!("{master}\n"));
+            write_file(&go, "go");
+            wrap!(&wait_for_file(&verdict))
+        })
+        .unwrap()
+    };
+    let result = startup_with_result(Config::new(&sock).pidfile(&pidfile), || {
+        start(first, wrap!(&()))
+    });
+    let verdict: String = result.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!(verdict, "in use\n");
+    assert!(!pidfile.exists(), "the pidfile is removed");
+    assert!(sock.join(netmcore_master::LOCK_FILE_NAME).exists());
+    let (_, status) = rustix::process::waitpid(
+        rustix::process::Pid::from_raw(second),
+        rustix::process::WaitOptions::empty(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(status.exit_status(), Some(0));
+    assert_no_children();
+}
+
+fn unsafe_socket_directories_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (echo, _) = def_process(|a| a).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let link = tmp.path().join("link");
+    let private = tmp.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&private, &link).unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    for dir in [&open, &link, &file] {
+        let started = std::cell::Cell::new(false);
+        let result = startup(Config::new(dir), || {
+            started.set(true);
+            start(echo, wrap!(&()))
+        });
+        assert!(
+            matches!(&result, Err(Error::InsecureSocketDirectory { path, .. }) if path == dir),
+            "{}: {result:?}",
+            dir.display()
+        );
+        assert!(!started.get());
+        assert_eq!(role(), Role::PreStartup);
+    }
+    let message = startup(Config::new(&open), || start(echo, wrap!(&())))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("0777"), "{message}");
+    // The private directory itself is fine.
+    startup(Config::new(&private), || start(echo, wrap!(&()))).unwrap();
+}
+
+fn a_worker_gets_master_gone_when_the_master_is_killed() {
+    let (tmp, sock) = socket_dir();
+    let verdict = tmp.path().join("verdict");
+    let (sleeper, sleeper_jp) = def_process(|_| {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    let v = verdict.clone();
+    let (first, _) = def_process(move |_| {
+        let pid = start(sleeper, wrap!(&())).unwrap();
+        // This worker outlives its master on purpose, to see what its calls return.
+        rustix::process::set_parent_process_death_signal(None).unwrap();
+        kill_process(getppid().unwrap(), Signal::KILL).unwrap();
+        let joined = join(sleeper_jp, pid);
+        let again = start(sleeper, wrap!(&()));
+        let outcome = format!(
+            "{} {}",
+            matches!(joined, Err(Error::MasterGone)),
+            matches!(again, Err(Error::MasterGone))
+        );
+        write_file(&v, &outcome);
+        wrap!(&())
+    })
+    .unwrap();
+    let master = support::sys::fork_child(move || {
+        let _ = startup(Config::new(&sock), || start(first, wrap!(&())));
+        1
+    });
+    let (_, status) = rustix::process::waitpid(
+        rustix::process::Pid::from_raw(master),
+        rustix::process::WaitOptions::empty(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(status.terminating_signal(), Some(Signal::KILL.as_raw()));
+    assert_eq!(wait_for_file(&verdict), "true true\n");
+}
+
+fn hook_and_first_process_errors_stop_the_master() {
+    let (tmp, sock) = socket_dir();
+    let (sleeper, _) = def_process(|arg| {
+        let path: String = arg.unwrap().unwrap();
+        write_file(Path::new(&path), &getpid().as_raw_pid().to_string());
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    let marker = tmp.path().join("sleeper").to_string_lossy().into_owned();
+    // The hook starts a process, then fails: the process is stopped, the error returned.
+    let m = marker.clone();
+    let result = startup(
+        Config::new(&sock).on_master_start(move || {
+            start(sleeper, wrap!(&m))?;
+            wait_for_file(Path::new(&m));
+            Err(Error::NoResource(ResId(77)))
+        }),
+        || panic!("first_process must not run after the hook failed"),
+    );
+    assert!(
+        matches!(result, Err(Error::NoResource(ResId(77)))),
+        "{result:?}"
+    );
+    let pid: i32 = wait_for_file(Path::new(&marker)).trim().parse().unwrap();
+    assert!(!alive(pid));
+    assert_no_children();
+    // first_process returning an id that names no process.
+    let result = startup(Config::new(&sock), || Ok(ProcessId(4242)));
+    assert!(
+        matches!(result, Err(Error::UnknownProcess(ProcessId(4242)))),
+        "{result:?}"
+    );
+    // A hook may define process types and run them.
+    let result = startup_with_result(
+        Config::new(&sock).on_master_start(|| {
+            def_process(|a| a)?;
+            Ok(())
+        }),
+        || {
+            let (echo, _) = def_process(|a| a)?;
+            start(echo, wrap!(&11u64))
+        },
+    );
+    assert_eq!(result.unwrap().map(u64_of), Some(11));
+    assert_no_children();
+}
+
+fn startup_runs_again_after_it_returned() {
+    let (double, _) = def_process(|arg| wrap!(&(2 * u64_of(arg)))).unwrap();
+    let (_dir, sock) = socket_dir();
+    for n in 0..3u64 {
+        let result = startup_with_result(Config::new(&sock), || start(double, wrap!(&n)));
+        assert_eq!(result.unwrap().map(u64_of), Some(2 * n));
+    }
+    // A panicking first process: run's result is None.
+    let (boom, _) = def_process(|_| panic!("boom")).unwrap();
+    let result = startup_with_result(Config::new(&sock), || start(boom, wrap!(&())));
+    assert!(result.unwrap().is_none());
+    assert_no_children();
+}
+
+fn a_worker_that_breaks_the_protocol_is_killed() {
+    let (rogue, rogue_jp) = def_process(|_| {
+        // Garbage where a frame header belongs, on every socket (the channel is the only
+        // one), then wait to be killed.
+        for fd in support::socket_fds() {
+            let _ = support::sys::write_raw_fd(fd, &[0xff; 16]);
+        }
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    let (echo, echo_jp) = def_process(|a| a).unwrap();
+    let (first, _) = def_process(move |_| {
+        let bad = start(rogue, wrap!(&())).unwrap();
+        let bad_joined = join(rogue_jp, bad).unwrap().is_some();
+        let good = start(echo, wrap!(&8u64)).unwrap();
+        let good_joined = join(echo_jp, good).unwrap().map(u64_of);
+        wrap!(&(bad_joined, good_joined))
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    let log = support::log::Lines::install();
+    let result = startup_with_result(Config::new(&sock), || start(first, wrap!(&())));
+    let outcome: (bool, Option<u64>) = result.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!(outcome, (false, Some(8)));
+    assert!(
+        log.contains("process 1 broke the protocol"),
+        "{:#?}",
+        log.get()
+    );
+    assert!(log.contains("killed by SIGKILL"), "{:#?}", log.get());
+    assert_no_children();
+}
+
+fn startup_destroys_what_a_dead_master_left_in_the_ledger() {
+    use netmcore_resources::ledger::{Ledger, LedgerObject};
+    let (tmp, sock) = socket_dir();
+    std::fs::create_dir(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    // A dead master registered a shm object and a file, and destroyed neither.
+    let name = format!("/netmcore-test-{}-leftover", std::process::id());
+    let shm = netmcore_ipc::shm::ShmObject::create(&name).unwrap();
+    let file = tmp.path().join("leftover.bin");
+    std::fs::write(&file, b"x").unwrap();
+    {
+        let mut ledger = Ledger::open(&sock).unwrap();
+        ledger
+            .registered(&LedgerObject::shm(name.as_str()))
+            .unwrap();
+        ledger.registered(&LedgerObject::file(&file)).unwrap();
+    }
+    drop(shm);
+    let (echo, _) = def_process(|a| a).unwrap();
+    startup(Config::new(&sock), || start(echo, wrap!(&()))).unwrap();
+    assert!(!Path::new(&format!("/dev/shm{name}")).exists());
+    assert!(!file.exists());
+    assert!(
+        netmcore_resources::ledger::replay_dir(&sock)
+            .unwrap()
+            .is_empty()
+    );
+    assert_no_children();
+}
