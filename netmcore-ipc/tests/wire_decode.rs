@@ -188,8 +188,16 @@ fn run_decoder(limits: Limits, bytes: &[u8], chunks: &[usize]) -> (Vec<Vec<u8>>,
     }
 }
 
+/// Cases per property: `PROPTEST_CASES` when set (`cargo xtask prop` sets it), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
 
     #[test]
     fn arbitrary_bytes_never_panic_the_message_decoders(bytes in any::<Vec<u8>>()) {

@@ -56,8 +56,16 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Cases per property: `PROPTEST_CASES` when set (`cargo xtask prop` sets it), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(cases(64)))]
 
     #[test]
     fn arbitrary_bytes_never_panic(

@@ -6,6 +6,7 @@
 
 mod ci;
 mod loom;
+mod prop;
 #[cfg(test)]
 mod tidy;
 
@@ -19,6 +20,7 @@ commands:
   lint    fmt --check and clippy -D warnings
   test    cargo test --workspace (includes the tidy checks)
   loom    the loom models (cfg netmcore_loom, LOOM_MAX_PREEMPTIONS=2, --release)
+  prop    every property test with PROPTEST_CASES (default 10000; --cases N)
   help    print this text";
 
 fn main() -> ExitCode {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Some("lint") => ci::run(&ci::LINT_STEPS),
         Some("test") => ci::run(&ci::TEST_STEPS),
         Some("loom") => loom::run(),
+        Some("prop") => prop::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
