@@ -1,9 +1,10 @@
 //! The socket directory: its checks, its lock, the pidfile, and the cleanup of what a dead
 //! master left in its ledger.
 
+use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use netmcore_resources::ledger::{Ledger, LedgerObject, ObjectKind};
@@ -32,6 +33,12 @@ pub(crate) fn prepare(dir: &Path) -> Result<()> {
         }
         Err(e) => return Err(Error::io("lstat", target(), e)),
     };
+    check(dir, &meta)
+}
+
+/// Checks that `dir`, whose `lstat` is `meta`, is a real directory owned by this user and
+/// writable by nobody else.
+fn check(dir: &Path, meta: &std::fs::Metadata) -> Result<()> {
     let refuse = |reason: String| {
         Err(Error::InsecureSocketDirectory {
             path: dir.to_owned(),
@@ -106,14 +113,22 @@ impl Pidfile {
     }
 }
 
-/// Destroys one object a ledger lists: unlinks the file, shm or semaphore. An object that is
-/// already gone counts as destroyed.
-pub(crate) fn destroy_object(object: &LedgerObject) -> Result<()> {
+/// Whether [`destroy_object`] removed the object or found it gone already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gone {
+    /// It existed and was removed now.
+    Destroyed,
+    /// It did not exist (any more, or ever: an object is recorded before it is created).
+    AlreadyGone,
+}
+
+/// Destroys one object a ledger lists: unlinks the file, shm or semaphore.
+pub(crate) fn destroy_object(object: &LedgerObject) -> Result<Gone> {
     let gone = |e: &netmcore_ipc::Error| matches!(e, netmcore_ipc::Error::Os { source, .. } if source.kind() == ErrorKind::NotFound);
     match object.kind() {
         ObjectKind::File => match std::fs::remove_file(object.path()) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Ok(()) => Ok(Gone::Destroyed),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Gone::AlreadyGone),
             Err(e) => Err(Error::io("unlink", object.path().display().to_string(), e)),
         },
         kind => {
@@ -124,10 +139,15 @@ pub(crate) fn destroy_object(object: &LedgerObject) -> Result<()> {
                 netmcore_ipc::sem::unlink(&name)
             };
             match result {
-                Ok(()) => Ok(()),
-                Err(e) if gone(&e) => Ok(()),
+                Ok(()) => Ok(Gone::Destroyed),
+                Err(e) if gone(&e) => Ok(Gone::AlreadyGone),
                 Err(e) => Err(Error::InMaster {
-                    op: "unlink".to_owned(),
+                    op: if kind == ObjectKind::Shm {
+                        "shm_unlink"
+                    } else {
+                        "sem_unlink"
+                    }
+                    .to_owned(),
                     target: name.into_owned(),
                     message: e.to_string(),
                 }),
@@ -136,31 +156,175 @@ pub(crate) fn destroy_object(object: &LedgerObject) -> Result<()> {
     }
 }
 
-/// Opens the ledger of `dir` and destroys whatever a dead master left listed in it.
-pub(crate) fn open_ledger(dir: &Path) -> Result<Ledger> {
-    let mut ledger = Ledger::open(dir)?;
-    let leftovers = ledger.live()?;
-    if leftovers.is_empty() {
-        return Ok(ledger);
+/// What a cleanup of a socket directory did: [`destroy_resources_in`](crate::destroy_resources_in),
+/// the cleanup at `startup`, and the guardian's after the master died.
+///
+/// ```
+/// use netmcore_master::{DestroyReport, destroy_resources_in};
+///
+/// // A directory no master ever used: nothing to do.
+/// let dir = tempfile::tempdir()?;
+/// let report: DestroyReport = destroy_resources_in(dir.path())?;
+/// assert!(report.is_empty() && report.is_clean());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DestroyReport {
+    /// The objects the ledger listed that existed and were removed now.
+    pub destroyed: Vec<LedgerObject>,
+    /// The objects the ledger listed that did not exist any more (or were never created: an
+    /// object is recorded before it is created).
+    pub already_gone: Vec<LedgerObject>,
+    /// The objects that could not be removed, with the reason; they stay listed in the
+    /// ledger.
+    pub failed: Vec<(LedgerObject, String)>,
+    /// The stale socket files removed from the directory (`admin.sock`).
+    pub sockets_removed: Vec<PathBuf>,
+}
+
+impl DestroyReport {
+    /// Whether nothing failed: every object the ledger listed is gone now.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.failed.is_empty()
     }
-    let mut all_gone = true;
-    for object in &leftovers {
-        match destroy_object(object) {
-            Ok(()) => {
-                tracing::info!(kind = object.kind().as_str(), name = ?object.name(),
-                    "destroyed an object left by a dead master");
-                ledger.destroyed(object)?;
+
+    /// Whether there was nothing to do at all.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.destroyed.is_empty()
+            && self.already_gone.is_empty()
+            && self.failed.is_empty()
+            && self.sockets_removed.is_empty()
+    }
+}
+
+impl fmt::Display for DestroyReport {
+    /// One line per object or socket, e.g. `destroyed shm /netmcore-4711-…`, `already gone
+    /// file /tmp/out.bin`, `failed sem /x: …`, `removed socket /run/app/admin.sock`; `nothing
+    /// to clean` when there was nothing.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("nothing to clean");
+        }
+        let mut lines = Vec::new();
+        lines.extend(self.destroyed.iter().map(|o| format!("destroyed {o}")));
+        lines.extend(
+            self.already_gone
+                .iter()
+                .map(|o| format!("already gone {o}")),
+        );
+        lines.extend(
+            self.failed
+                .iter()
+                .map(|(o, why)| format!("failed {o}: {why}")),
+        );
+        lines.extend(
+            self.sockets_removed
+                .iter()
+                .map(|p| format!("removed socket {}", p.display())),
+        );
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// Destroys every object `ledger` lists as live, records each one destroyed (or already
+/// gone), empties the ledger when all are gone, and, with `sockets`, removes the directory's
+/// stale sockets.
+///
+/// The caller holds the directory's lock: the next master (which replaces a stale admin
+/// socket itself, so it passes `sockets: false`), `destroy_resources_in`, or the guardian of
+/// a dead master. The one cleanup of the crate, shared by those three.
+pub(crate) fn clean(dir: &Path, ledger: &mut Ledger, sockets: bool) -> Result<DestroyReport> {
+    let mut report = DestroyReport::default();
+    for object in ledger.live()? {
+        match destroy_object(&object) {
+            Ok(gone) => {
+                ledger.destroyed(&object)?;
+                match gone {
+                    Gone::Destroyed => report.destroyed.push(object),
+                    Gone::AlreadyGone => report.already_gone.push(object),
+                }
             }
-            Err(e) => {
-                all_gone = false;
-                tracing::warn!(error = %e, "cannot destroy an object left by a dead master");
-            }
+            Err(e) => report.failed.push((object, e.to_string())),
         }
     }
-    if all_gone {
+    if report.failed.is_empty() {
         ledger.truncate()?;
     }
+    if sockets {
+        remove_stale_sockets(dir, &mut report);
+    }
+    Ok(report)
+}
+
+/// Removes the socket files of a dead master from `dir` (the caller holds the lock).
+pub(crate) fn remove_stale_sockets(dir: &Path, report: &mut DestroyReport) {
+    for name in STALE_SOCKETS {
+        let path = dir.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_socket() => match std::fs::remove_file(&path) {
+                Ok(()) => report.sockets_removed.push(path),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => report
+                    .failed
+                    .push((LedgerObject::file(&path), e.to_string())),
+            },
+            _ => {}
+        }
+    }
+}
+
+/// The socket files a master makes in its directory, which are stale once it is dead.
+pub(crate) const STALE_SOCKETS: [&str; 1] = [crate::admin::ADMIN_SOCKET_NAME];
+
+/// Opens the ledger of `dir` and destroys whatever a dead master left listed in it (the
+/// caller holds the directory's lock).
+pub(crate) fn open_ledger(dir: &Path) -> Result<Ledger> {
+    let mut ledger = Ledger::open(dir)?;
+    let report = clean(dir, &mut ledger, false)?;
+    log_report(&report, "startup");
     Ok(ledger)
+}
+
+/// Logs what a cleanup did.
+pub(crate) fn log_report(report: &DestroyReport, by: &str) {
+    for object in &report.destroyed {
+        tracing::info!(kind = object.kind().as_str(), name = ?object.name(),
+            "{by}: destroyed an object left by a dead master");
+    }
+    for (object, why) in &report.failed {
+        tracing::warn!(kind = object.kind().as_str(), name = ?object.name(),
+            "{by}: cannot destroy an object left by a dead master: {why}");
+    }
+}
+
+/// `destroy_resources_in`: cleans the socket directory of a dead master.
+pub(crate) fn destroy_in(dir: &Path) -> Result<DestroyReport> {
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| Error::io("lstat", dir.display().to_string(), e))?;
+    check(dir, &meta)?;
+    let ledger_file = netmcore_resources::ledger::ledger_path(dir);
+    let has_lock = std::fs::symlink_metadata(dir.join(LOCK_FILE_NAME)).is_ok();
+    let has_ledger = std::fs::symlink_metadata(&ledger_file).is_ok();
+    let has_socket = STALE_SOCKETS
+        .iter()
+        .any(|name| std::fs::symlink_metadata(dir.join(name)).is_ok());
+    if !has_lock && !has_ledger && !has_socket {
+        // No master ever used it: create nothing there.
+        return Ok(DestroyReport::default());
+    }
+    // Held while cleaning, so that no master starts on the directory meanwhile.
+    let _lock = lock(dir)?;
+    if has_ledger {
+        let mut ledger = Ledger::open(dir)?;
+        clean(dir, &mut ledger, true)
+    } else {
+        let mut report = DestroyReport::default();
+        remove_stale_sockets(dir, &mut report);
+        Ok(report)
+    }
 }
 
 #[cfg(test)]

@@ -230,6 +230,26 @@ pub(crate) fn remote_error(e: &Error) -> RemoteError {
         Error::NoResource(id) => RemoteError::NoResource(*id),
         Error::UnknownProcess(pid) => RemoteError::UnknownProcess(*pid),
         Error::ShuttingDown => RemoteError::ShuttingDown,
+        Error::NotShared(id) => RemoteError::NotShared(*id),
+        Error::InvalidName(name) => RemoteError::InvalidName(name.clone()),
+        Error::WrongKind {
+            id,
+            expected,
+            found,
+        } => RemoteError::WrongKind {
+            id: *id,
+            expected: *expected,
+            found: *found,
+        },
+        Error::InMaster {
+            op,
+            target,
+            message,
+        } => RemoteError::Io {
+            op: op.clone(),
+            target: target.clone(),
+            message: message.clone(),
+        },
         Error::Io { op, target, source } => RemoteError::Io {
             op: (*op).to_owned(),
             target: target.clone(),

@@ -48,26 +48,40 @@
 //! later.
 #![deny(unsafe_code)]
 
+mod admin;
 mod api;
 mod config;
 pub mod debug;
 mod dir;
 mod error;
+mod guardian;
 mod master;
+mod resources;
 mod signals;
 mod state;
 #[allow(
     unsafe_code,
-    reason = "the fork wrapper; its block has its SAFETY comment"
+    reason = "the fork, guardian and mapping wrappers; each block has its SAFETY comment"
 )]
 mod sys;
 mod worker;
 
+pub use admin::{
+    ADMIN_MAX_CLIENTS, ADMIN_PROTOCOL_VERSION, ADMIN_REQUEST_DEADLINE, ADMIN_REQUEST_LIMIT,
+    ADMIN_SOCKET_NAME, AdminProcess, AdminRequest, AdminResource, AdminStatus, admin_socket_path,
+    admin_status,
+};
 pub use api::{
     def_process, join, join_nowait, self_process_id, start, start_with, startup,
     startup_with_result,
 };
 pub use config::Config;
-pub use dir::LOCK_FILE_NAME;
+pub use dir::{DestroyReport, LOCK_FILE_NAME};
 pub use error::{Error, Result};
+pub use netmcore_ipc::shm::SharedMemory;
+pub use resources::{
+    ComputeResource, ResourceRepr, create_preallocated_shm, destroy_resources,
+    destroy_resources_in, get_file, get_resource, get_sem, get_shm, manage_file, manage_sem,
+    manage_shm, release,
+};
 pub use state::{Role, role};

@@ -14,8 +14,10 @@
 //! # The fork path
 //!
 //! `Registry::start` allocates the process id, a socketpair is made, stdout and stderr are
-//! flushed, and the master forks. The child closes every descriptor of the master (the lock,
-//! the ledger, the signal pipe, every other worker's channel and pidfd), sets
+//! flushed, and the master forks. The child revokes every preallocated shm mapping it does not
+//! inherit (`Started::inherited`) and keeps the others for `get_resource`, closes every
+//! descriptor of the master (the lock, the ledger, the guardian's pipe, the signal pipe, every
+//! other worker's channel and pidfd), sets
 //! `PR_SET_PDEATHSIG(SIGKILL)` and checks that its parent is still the master, becomes a
 //! worker, runs the body on its own copy of the argument, reports the outcome and exits. The
 //! master opens a pidfd for the child and keeps the other end of the socketpair.
@@ -23,12 +25,13 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use netmcore_encap::Encap;
 use netmcore_ipc::channel::Channel;
+use netmcore_ipc::shm::{MapOptions, ShmObject};
 use netmcore_ipc::wire::{Outcome, RemoteError, Request, Response};
 use netmcore_resources::ledger::{Ledger, LedgerObject};
 use netmcore_resources::registry::{Action, Destroy, JoinOutcome, ProcessState};
@@ -40,10 +43,12 @@ use rustix::process::{
     pidfd_open, pidfd_send_signal, setrlimit,
 };
 
+use crate::admin::{self, AdminServer, AdminStatus};
 use crate::config::Config;
 use crate::debug::verbose;
 use crate::dir::{self, Pidfile};
 use crate::error::{remote, remote_error};
+use crate::guardian::Guardian;
 use crate::signals::{self, Signals};
 use crate::state::{self, Body, Definitions, Role};
 use crate::sys::{self, Forked};
@@ -106,6 +111,10 @@ pub(crate) struct Master {
     killed: bool,
     /// The descriptor limit before the master raised it, to restore at the end.
     nofile: Option<Rlimit>,
+    /// The process that cleans up if this master dies (see `guardian.rs`).
+    guardian: Option<Guardian>,
+    // Admin socket: `admin.sock`, bound once the directory is locked.
+    admin: Option<AdminServer>,
 }
 
 impl Master {
@@ -128,6 +137,8 @@ impl Master {
             terminated: None,
             killed: false,
             nofile: None,
+            guardian: None,
+            admin: None,
         }
     }
 
@@ -137,6 +148,8 @@ impl Master {
     pub(crate) fn open(&mut self, pidfile: Option<&Path>) -> Result<()> {
         dir::prepare(&self.dir)?;
         self.lock = Some(dir::lock(&self.dir)?);
+        // Admin socket: a stale one is replaced only now that the lock is ours.
+        self.admin = Some(AdminServer::bind(&self.dir)?);
         if let Some(path) = pidfile {
             self.pidfile = Some(Pidfile::write(
                 path,
@@ -144,6 +157,13 @@ impl Master {
             )?);
         }
         self.ledger = Some(dir::open_ledger(&self.dir)?);
+        let lock_fd = self.lock.as_ref().map(AsRawFd::as_raw_fd);
+        self.guardian = Some(Guardian::spawn(
+            &self.dir,
+            pidfile,
+            &lock_fd.into_iter().collect::<Vec<_>>(),
+        )?);
+        self.record_pre_startup_objects()?;
         self.signals = Some(Signals::install()?);
         self.nofile = raise_nofile_limit();
         tracing::info!(
@@ -165,7 +185,14 @@ impl Master {
         if let Some(pidfile) = self.pidfile.take() {
             pidfile.remove();
         }
+        if let Some(guardian) = self.guardian.take() {
+            guardian.finish();
+        }
         self.ledger = None;
+        // Admin socket: removed before the lock goes, so it never outlives its master.
+        if let Some(admin) = self.admin.take() {
+            admin.close();
+        }
         // Closing the only descriptor of the lock file releases the lock.
         self.lock = None;
         self.defs
@@ -270,15 +297,19 @@ impl Master {
     /// worker is reaped.
     pub(crate) fn run(&mut self) {
         let mut ready: Vec<(ProcessId, PollFlags, PollFlags)> = Vec::new();
+        // Admin socket: the events of its descriptors, in `AdminServer::push_poll_fds` order.
+        let mut admin_ready: Vec<PollFlags> = Vec::new();
         while !self.done() {
-            let timeout = self
-                .deadlines(Instant::now())
-                .map(|at| timespec(at.saturating_duration_since(Instant::now())));
+            let due = self.deadlines(Instant::now());
+            // Admin socket: a client's deadline wakes the loop too.
+            let due = admin::earliest(due, self.admin.as_ref().and_then(AdminServer::deadline));
+            let timeout = due.map(|at| timespec(at.saturating_duration_since(Instant::now())));
             if self.done() {
                 break;
             }
             ready.clear();
-            let signal_ready = match self.poll_once(timeout.as_ref(), &mut ready) {
+            let signal_ready = match self.poll_once(timeout.as_ref(), &mut ready, &mut admin_ready)
+            {
                 Ok(signal_ready) => signal_ready,
                 Err(e) => {
                     self.abort(Error::io("poll", "worker channels", e));
@@ -299,7 +330,31 @@ impl Master {
                     self.reap(pid);
                 }
             }
+            self.serve_admin(&admin_ready);
         }
+    }
+
+    /// Admin socket: accepts, answers and expires its clients (never blocks).
+    fn serve_admin(&mut self, ready: &[PollFlags]) {
+        let Some(mut admin) = self.admin.take() else {
+            return;
+        };
+        admin.serve(ready, Instant::now(), || self.admin_status());
+        self.admin = Some(admin);
+    }
+
+    /// Admin socket: the snapshot of the registry and the worker table it reports.
+    fn admin_status(&self) -> AdminStatus {
+        AdminStatus::capture(
+            self.unix_pid.as_raw_pid().unsigned_abs(),
+            self.first_ended.is_some() || self.stop.is_some(),
+            &self.defs.registry,
+            |pid| {
+                self.workers
+                    .get(&pid)
+                    .map(|slot| slot.unix.as_raw_pid().unsigned_abs())
+            },
+        )
     }
 
     /// One `poll`; fills `ready` with the workers that have events and returns whether the
@@ -308,6 +363,7 @@ impl Master {
         &self,
         timeout: Option<&Timespec>,
         ready: &mut Vec<(ProcessId, PollFlags, PollFlags)>,
+        admin_ready: &mut Vec<PollFlags>,
     ) -> std::io::Result<bool> {
         let mut fds = Vec::with_capacity(1 + 2 * self.workers.len());
         if let Some(signals) = &self.signals {
@@ -323,6 +379,11 @@ impl Master {
                 fds.push(PollFd::new(channel, events));
             }
         }
+        // Admin socket: its descriptors go last, and their events are the last ones.
+        let admin_fds = self.admin.as_ref().map_or(0, AdminServer::poll_fd_count);
+        if let Some(admin) = &self.admin {
+            admin.push_poll_fds(&mut fds, Instant::now());
+        }
         loop {
             match poll(&mut fds, timeout) {
                 Ok(_) => break,
@@ -330,6 +391,8 @@ impl Master {
                 Err(e) => return Err(e.into()),
             }
         }
+        admin_ready.clear();
+        admin_ready.extend(fds[fds.len() - admin_fds..].iter().map(PollFd::revents));
         let mut events = fds.iter().map(PollFd::revents);
         let signal_ready = self.signals.is_some() && events.next().is_some_and(|e| !e.is_empty());
         for (pid, slot) in &self.workers {
@@ -499,11 +562,15 @@ impl Master {
             Request::ManageFile(path) => self.manage(ResourceDesc::File(path), by),
             Request::ManageShm(name) => self.manage(ResourceDesc::PosixShm(name), by),
             Request::ManageSem(name) => self.manage(ResourceDesc::PosixSem(name), by),
-            Request::CreatePreallocatedShm { .. } => Response::Error(RemoteError::Io {
-                op: "create_preallocated_shm".to_owned(),
-                target: String::new(),
-                message: "not supported by this master yet".to_owned(),
-            }),
+            Request::CreatePreallocatedShm { prefix, size } => {
+                match usize::try_from(size)
+                    .map_err(|_| Error::InvalidName(format!("{prefix} of {size} bytes")))
+                    .and_then(|size| self.create_preallocated(&prefix, size, by))
+                {
+                    Ok((id, name)) => Response::Preallocated { id, name },
+                    Err(e) => Response::Error(remote_error(&e)),
+                }
+            }
             Request::SelfProcessId => Response::ProcessId(from),
             other => Response::Error(RemoteError::Io {
                 op: "request".to_owned(),
@@ -516,49 +583,102 @@ impl Master {
 
     /// Registers an existing object for `by` (`manage_*`), recording it in the ledger first.
     fn manage(&mut self, desc: ResourceDesc, by: Holder) -> Response {
-        if let Err(e) = netmcore_resources::registry::validate_desc(&desc) {
-            return Response::Error(remote(e));
-        }
-        if let (Some(object), Some(ledger)) = (LedgerObject::from_desc(&desc), &mut self.ledger)
-            && let Err(e) = ledger.registered(&object)
-        {
-            return Response::Error(RemoteError::Io {
-                op: "ledger".to_owned(),
-                target: ledger.path().display().to_string(),
-                message: e.to_string(),
-            });
-        }
-        match self.defs.registry.register(desc.clone(), by) {
+        match register_in(&mut self.defs, self.ledger.as_mut(), desc.clone(), by) {
             Ok(id) => Response::Resource { id, desc },
-            Err(e) => Response::Error(remote(e)),
+            Err(e) => Response::Error(remote_error(&e)),
         }
+    }
+
+    /// `release` in the master: the master lets go of `id`; destroys it if it was the last
+    /// user.
+    pub(crate) fn release(&mut self, id: ResId) -> Result<()> {
+        match self.defs.registry.release(id, Holder::Master) {
+            Some(destroy) => destroy_in(&mut self.defs, self.ledger.as_mut(), destroy),
+            None => Ok(()),
+        }
+    }
+
+    /// `manage_*` in the master: registers an existing object, the master being its user.
+    pub(crate) fn register_object(&mut self, desc: ResourceDesc) -> Result<ResId> {
+        register_in(&mut self.defs, self.ledger.as_mut(), desc, Holder::Master)
+    }
+
+    /// `create_preallocated_shm` for `by`: creates, sizes and maps the object in the master
+    /// (recorded in the ledger before it is created).
+    pub(crate) fn create_preallocated(
+        &mut self,
+        prefix: &str,
+        size: usize,
+        by: Holder,
+    ) -> Result<(ResId, String)> {
+        if let Holder::Process(pid) = by
+            && !self
+                .defs
+                .registry
+                .process(pid)
+                .is_some_and(|p| p.state() == ProcessState::Running)
+        {
+            return Err(Error::UnknownProcess(pid));
+        }
+        create_preallocated_in(&mut self.defs, self.ledger.as_mut(), prefix, size, by)
+    }
+
+    /// Records the objects registered before `startup` (preallocated shm, say) in the
+    /// ledger, which was not open then; before the first process starts.
+    fn record_pre_startup_objects(&mut self) -> Result<()> {
+        let Some(ledger) = &mut self.ledger else {
+            return Ok(());
+        };
+        for resource in self.defs.registry.resources() {
+            if let Some(object) = LedgerObject::from_desc(resource.desc()) {
+                ledger.registered(&object)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `destroy_resources` in the master: destroys every object it knows (fork and join
+    /// points stay) and everything its ledger lists.
+    pub(crate) fn destroy_everything(&mut self) -> Result<()> {
+        let mut failures = destroy_registered(&mut self.defs, self.ledger.as_mut());
+        if let Some(ledger) = &mut self.ledger {
+            let report = dir::clean(&self.dir, ledger, false)?;
+            failures.extend(
+                report
+                    .failed
+                    .into_iter()
+                    .map(|(object, why)| format!("{object}: {why}")),
+            );
+        }
+        match failures.is_empty() {
+            true => Ok(()),
+            false => Err(Error::InMaster {
+                op: "destroy_resources".to_owned(),
+                target: self.dir.display().to_string(),
+                message: failures.join("; "),
+            }),
+        }
+    }
+
+    /// The child side of the fork path, first step: keeps the mappings of the preallocated
+    /// shm the new worker inherits and revokes every other one this process mapped.
+    fn keep_inherited_mappings(&mut self, inherited: &[ResId]) {
+        let mut kept = BTreeMap::new();
+        for (&id, &memory) in &self.defs.mappings {
+            if inherited.contains(&id) {
+                kept.insert(id, memory);
+            } else if let Err(e) = sys::revoke_in_worker(memory) {
+                tracing::warn!(id = id.0, error = %e, "cannot revoke the mapping of {id}");
+            }
+        }
+        worker::set_inherited(kept);
     }
 
     /// Destroys an object whose last user let go.
     fn destroy(&mut self, destroy: Destroy) {
-        verbose!(id = destroy.id.0, "destroying {}", destroy.id);
-        match &destroy.desc {
-            ResourceDesc::ForkPoint { .. } => {
-                self.defs.bodies.remove(&destroy.id);
-            }
-            ResourceDesc::JoinPoint { .. } => {}
-            desc => {
-                let Some(object) = LedgerObject::from_desc(desc) else {
-                    return;
-                };
-                match dir::destroy_object(&object) {
-                    Ok(()) => {
-                        if let Some(ledger) = &mut self.ledger
-                            && let Err(e) = ledger.destroyed(&object)
-                        {
-                            tracing::warn!(error = %e, "cannot record a destroyed object");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(id = destroy.id.0, error = %e, "cannot destroy {}", destroy.id);
-                    }
-                }
-            }
+        let id = destroy.id;
+        if let Err(e) = destroy_in(&mut self.defs, self.ledger.as_mut(), destroy) {
+            tracing::warn!(id = id.0, error = %e, "cannot destroy {id}");
         }
     }
 
@@ -598,12 +718,14 @@ impl Master {
         let (ours, theirs) = Channel::pair().map_err(|e| from_ipc("socketpair", e))?;
         let started = self.defs.registry.start(fork_point, inherit, by)?;
         let pid = started.pid;
+        let inherited: Vec<ResId> = started.inherited.iter().map(|(id, _)| *id).collect();
         // Output buffered in the master must not be written once more by the child.
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
         match sys::fork() {
             Ok(Forked::Child) => {
                 drop(ours);
+                self.keep_inherited_mappings(&inherited);
                 self.become_worker(pid, theirs, &body, arg)
             }
             Ok(Forked::Parent(unix)) => {
@@ -655,6 +777,11 @@ impl Master {
         // channel held here would hide that sibling's end from the master.
         self.lock = None;
         self.ledger = None;
+        // Only the master may hold the guardian's pipe: its end tells the guardian the master
+        // is gone.
+        self.guardian = None;
+        // Admin socket: the child keeps none of its descriptors (the file stays the master's).
+        drop(self.admin.take());
         signals::reset_in_child(self.signals.take());
         self.workers.clear();
         // The pidfile is the master's to remove; this copy is forgotten, not removed.
@@ -819,6 +946,167 @@ impl Master {
     }
 }
 
+/// Registers an existing object for `by`, recording it in `ledger` (when open) first.
+pub(crate) fn register_in(
+    defs: &mut Definitions,
+    mut ledger: Option<&mut Ledger>,
+    desc: ResourceDesc,
+    by: Holder,
+) -> Result<ResId> {
+    netmcore_resources::registry::validate_desc(&desc)?;
+    let object = LedgerObject::from_desc(&desc);
+    if let (Some(object), Some(ledger)) = (&object, ledger.as_deref_mut()) {
+        ledger.registered(object)?;
+    }
+    match defs.registry.register(desc, by) {
+        Ok(id) => Ok(id),
+        Err(e) => {
+            // Not registered after all: the record must not make a cleanup destroy it.
+            if let (Some(object), Some(ledger)) = (&object, ledger) {
+                let _ = ledger.destroyed(object);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// How many names `create_preallocated_shm` draws before it gives up on collisions.
+const UNIQUE_ATTEMPTS: usize = 8;
+
+/// `prefix` followed by 16 random hex digits.
+fn unique_name(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(now);
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    format!("{prefix}{:016x}", hasher.finish())
+}
+
+/// Creates a preallocated shm for `by`: draws a name, records it in `ledger` (when open),
+/// creates exactly that name (`O_CREAT | O_EXCL`, 0600), sizes it, maps it here with
+/// `MAP_POPULATE` for the life of the process, and registers it.
+pub(crate) fn create_preallocated_in(
+    defs: &mut Definitions,
+    mut ledger: Option<&mut Ledger>,
+    prefix: &str,
+    size: usize,
+    by: Holder,
+) -> Result<(ResId, String)> {
+    let invalid = || Error::InvalidName(prefix.to_owned());
+    let len = u64::try_from(size).map_err(|_| invalid())?;
+    let mut attempt = 0;
+    let (shm, object) = loop {
+        attempt += 1;
+        let name = unique_name(prefix);
+        netmcore_resources::registry::validate_shm_name(&name).map_err(|_| invalid())?;
+        let object = LedgerObject::shm(name.as_str());
+        if let Some(ledger) = ledger.as_deref_mut() {
+            ledger.registered(&object)?;
+        }
+        match ShmObject::create(&name) {
+            Ok(shm) => break (shm, object),
+            Err(e) => {
+                // Not ours: the record must not make a cleanup destroy someone else's object.
+                if let Some(ledger) = ledger.as_deref_mut() {
+                    let _ = ledger.destroyed(&object);
+                }
+                let exists = matches!(&e, netmcore_ipc::Error::Os { source, .. }
+                    if source.kind() == std::io::ErrorKind::AlreadyExists);
+                if !exists || attempt >= UNIQUE_ATTEMPTS {
+                    return Err(from_ipc("create_preallocated_shm", e));
+                }
+            }
+        }
+    };
+    let mapped = shm
+        .set_size(len)
+        .and_then(|()| shm.map_shared_with(MapOptions::new().populate(true)));
+    let undo = |ledger: Option<&mut Ledger>| {
+        let _ = shm.unlink();
+        if let Some(ledger) = ledger {
+            let _ = ledger.destroyed(&object);
+        }
+    };
+    let memory = match mapped {
+        Ok(memory) => memory,
+        Err(e) => {
+            undo(ledger);
+            return Err(from_ipc("create_preallocated_shm", e));
+        }
+    };
+    let name = shm.name().to_owned();
+    let desc = ResourceDesc::PosixShmPreallocated {
+        name: name.clone(),
+        size,
+    };
+    match defs.registry.register(desc, by) {
+        Ok(id) => {
+            defs.mappings.insert(id, memory);
+            Ok((id, name))
+        }
+        Err(e) => {
+            undo(ledger);
+            Err(e.into())
+        }
+    }
+}
+
+/// Destroys an object whose last user let go: unlinks it and records that in `ledger` (when
+/// open), or drops a fork point's body.
+pub(crate) fn destroy_in(
+    defs: &mut Definitions,
+    ledger: Option<&mut Ledger>,
+    destroy: Destroy,
+) -> Result<()> {
+    verbose!(id = destroy.id.0, "destroying {}", destroy.id);
+    match &destroy.desc {
+        ResourceDesc::ForkPoint { .. } => {
+            defs.bodies.remove(&destroy.id);
+            Ok(())
+        }
+        desc => {
+            let Some(object) = LedgerObject::from_desc(desc) else {
+                return Ok(());
+            };
+            dir::destroy_object(&object)?;
+            if let Some(ledger) = ledger {
+                ledger.destroyed(&object)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Destroys every OS object of the registry, whoever uses it (fork and join points stay);
+/// returns what failed.
+pub(crate) fn destroy_registered(
+    defs: &mut Definitions,
+    mut ledger: Option<&mut Ledger>,
+) -> Vec<String> {
+    let objects: Vec<(ResId, Vec<Holder>)> = defs
+        .registry
+        .resources()
+        .filter(|r| !matches!(r.kind(), ResourceKind::ForkPoint | ResourceKind::JoinPoint))
+        .map(|r| (r.id(), r.users().collect()))
+        .collect();
+    let mut failures = Vec::new();
+    for (id, users) in objects {
+        for user in users {
+            if let Some(destroy) = defs.registry.release(id, user)
+                && let Err(e) = destroy_in(defs, ledger.as_deref_mut(), destroy)
+            {
+                failures.push(format!("{id}: {e}"));
+            }
+        }
+    }
+    failures
+}
+
 /// Raises the soft limit on open descriptors to the hard limit (the master holds two per
 /// worker, and `poll` has no limit of its own); returns the old limit if it changed.
 fn raise_nofile_limit() -> Option<Rlimit> {
@@ -889,6 +1177,7 @@ impl Normalize for Timespec {
 pub(crate) fn from_ipc(call: &'static str, e: netmcore_ipc::Error) -> Error {
     match e {
         netmcore_ipc::Error::Os { op, target, source } => Error::Io { op, target, source },
+        netmcore_ipc::Error::InvalidName { name, .. } => Error::InvalidName(name),
         e => Error::Protocol { call, source: e },
     }
 }

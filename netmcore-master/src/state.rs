@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use netmcore_encap::Encap;
+use netmcore_ipc::shm::SharedMemory;
 use netmcore_resources::{Registry, ResId};
 
 use crate::master::Master;
@@ -61,10 +62,14 @@ pub(crate) fn set_role(role: Role) {
 }
 
 /// The process types: the registry that numbers them (and, in the master, everything
-/// else), and the body of each fork point.
+/// else), the body of each fork point, and the preallocated shared memory mapped here.
 pub(crate) struct Definitions {
     pub(crate) registry: Registry<Encap>,
     pub(crate) bodies: BTreeMap<ResId, Body>,
+    /// Every preallocated shm this process mapped (before `startup` or as the master), live
+    /// or destroyed since: the mapping outlives the name, and a worker forked later must lose
+    /// every one it does not inherit. Entries are never removed.
+    pub(crate) mappings: BTreeMap<ResId, SharedMemory>,
 }
 
 impl Definitions {
@@ -72,6 +77,7 @@ impl Definitions {
         Definitions {
             registry: Registry::new(),
             bodies: BTreeMap::new(),
+            mappings: BTreeMap::new(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The one system call of this crate that the safe wrappers cannot express: `fork`.
+//! The system calls of this crate that the safe wrappers cannot express: `fork`, closing the
+//! descriptors inherited by the guardian, and revoking inherited mappings in a worker.
 //!
 //! # Safety
 //!
@@ -9,7 +10,15 @@
 //! has other threads). The child never returns into the caller's frames in a way that could
 //! observe a half-updated state: [`fork`] is called between complete updates of the master's
 //! state, and the child leaves through `std::process::exit`.
+//!
+//! [`close_fds_in_guardian`] closes descriptors that values of the master own; it is called
+//! only in the guardian child, which never returns into the frames holding those values and
+//! never drops them (it exits). [`revoke_in_worker`] replaces a shared mapping by an
+//! inaccessible reservation in a worker child before its body runs, when no view of it exists.
 
+use std::os::fd::RawFd;
+
+use netmcore_ipc::shm::SharedMemory;
 use rustix::io::Errno;
 use rustix::process::Pid;
 
@@ -41,4 +50,76 @@ pub(crate) fn fork() -> Result<Forked, Errno> {
         Ok(nix::unistd::ForkResult::Child) => Ok(Forked::Child),
         Err(e) => Err(Errno::from_raw_os_error(e as i32)),
     }
+}
+
+/// Closes every descriptor of this process except those in `keep`: those listed in
+/// `/proc/self/fd` (or, without `/proc`, every number below the descriptor limit).
+///
+/// The caller must be the guardian, right after it was forked from the master: a process
+/// that never returns into the frames it was forked from and never drops or uses a value
+/// that owned one of the closed descriptors (it leaves through `std::process::exit`). Only
+/// descriptors it opens afterwards are used.
+pub(crate) fn close_fds_in_guardian(keep: &[RawFd]) {
+    let fds = open_fds().unwrap_or_else(|| {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(1024)
+            .min(65_536);
+        (0..RawFd::try_from(limit).unwrap_or(1024)).collect()
+    });
+    for fd in fds.into_iter().filter(|fd| !keep.contains(fd)) {
+        // SAFETY: by this function's contract the calling process is the freshly forked
+        // guardian, which never again uses or drops the value that owned `fd` in the master
+        // (it never returns into those frames and leaves through `exit`), so closing the
+        // number leaves no owner behind that could close or use a reused number.
+        unsafe { rustix::io::close(fd) };
+    }
+}
+
+/// The open descriptors of this process, from `/proc/self/fd`, without the one used to
+/// read that directory; `None` without `/proc`.
+fn open_fds() -> Option<Vec<RawFd>> {
+    use rustix::fs::{Mode, OFlags};
+    let dir_fd = rustix::fs::open(
+        "/proc/self/fd",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let own = std::os::fd::AsRawFd::as_raw_fd(&dir_fd);
+    let mut dir = rustix::fs::Dir::new(dir_fd).ok()?;
+    let mut fds = Vec::new();
+    while let Some(entry) = dir.read() {
+        let entry = entry.ok()?;
+        if let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .ok()
+            .and_then(|n| n.parse::<RawFd>().ok())
+            && fd != own
+        {
+            fds.push(fd);
+        }
+    }
+    Some(fds)
+}
+
+/// Removes a preallocated shared memory mapping that a worker did not inherit from the
+/// worker: [`SharedMemory::revoke`] (the range becomes an inaccessible reservation).
+///
+/// The caller must be a worker child right after the fork, before its body runs: nothing in
+/// the child has taken a view of the region, and netmcore hands the handle out again only for
+/// the regions the worker inherited. A copy of the handle that user code kept in the master
+/// (in a global, say) must not be used in a worker that did not inherit the region; the
+/// facade documents this on `create_preallocated_shm`, and such a use faults (SIGSEGV)
+/// instead of touching other memory.
+///
+/// # Errors
+///
+/// The error of `mmap`.
+pub(crate) fn revoke_in_worker(memory: SharedMemory) -> Result<(), netmcore_ipc::Error> {
+    // SAFETY: the function's contract: a freshly forked worker child holds no view of the
+    // region, and the documented rule of the facade forbids using a stale copy of a handle
+    // to a region the worker did not inherit.
+    unsafe { memory.revoke() }
 }

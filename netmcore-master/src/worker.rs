@@ -2,13 +2,15 @@
 //! running of a process body.
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Mutex, PoisonError};
 
 use netmcore_encap::Encap;
 use netmcore_ipc::channel::Channel;
+use netmcore_ipc::shm::SharedMemory;
 use netmcore_ipc::wire::{Outcome, Request, Response};
-use netmcore_resources::ProcessId;
+use netmcore_resources::{ProcessId, ResId};
 
 use crate::debug::verbose;
 use crate::state::Body;
@@ -27,6 +29,25 @@ static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
 
 fn client() -> std::sync::MutexGuard<'static, Option<Client>> {
     CLIENT.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The preallocated shared memory this worker inherited, by id: the mappings it kept from
+/// the fork (every other one was revoked). Set once in the child right after the fork; the
+/// master never locks it.
+static INHERITED: Mutex<BTreeMap<ResId, SharedMemory>> = Mutex::new(BTreeMap::new());
+
+/// Records the mappings this worker inherited.
+pub(crate) fn set_inherited(inherited: BTreeMap<ResId, SharedMemory>) {
+    *INHERITED.lock().unwrap_or_else(PoisonError::into_inner) = inherited;
+}
+
+/// The mapping of the inherited preallocated shm `id`, if this worker inherited it.
+pub(crate) fn inherited(id: ResId) -> Option<SharedMemory> {
+    INHERITED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&id)
+        .copied()
 }
 
 /// Makes this process the worker of process `pid`, talking to its master over `channel`.
@@ -61,10 +82,6 @@ pub(crate) fn call(call: &'static str, request: &Request) -> Result<Response> {
 }
 
 /// Sends a one-way `request` for `call`.
-#[allow(
-    dead_code,
-    reason = "release arrives with the resource half of the facade"
-)]
 pub(crate) fn send(call: &'static str, request: &Request) -> Result<()> {
     let mut guard = client();
     let client = guard.as_mut().ok_or(Error::MasterGone)?;

@@ -52,18 +52,68 @@
 //! is not allowed fails with [`Error::NotStarted`], [`Error::NotInWorker`] or
 //! [`Error::NotInMaster`].
 //!
-//! **Status:** the process API is complete; the resource calls (`get_resource`, `manage_*`,
-//! preallocated shared memory, `destroy_resources_in`) are being built.
+//! # Shared resources
+//!
+//! Files, POSIX shm objects and named semaphores are registered with the master
+//! ([`manage_file`], [`manage_shm`], [`manage_sem`]) and looked up by id ([`get_resource`],
+//! [`get_file`], [`get_shm`], [`get_sem`]). The master counts each object's users as a set of
+//! processes and destroys the object when the last one [`release`]s it or ends, in any way.
+//! Preallocated shared memory ([`create_preallocated_shm`]) is created and mapped by the
+//! master; a worker sees it only if it inherits it when it is started:
+//!
+//! ```
+//! use std::sync::atomic::Ordering;
+//! use netmcore::{Config, Inherit, ResId, ResourceRepr, create_preallocated_shm, get_resource, process};
+//!
+//! // The program fills a region before startup.
+//! let (pool, name) = create_preallocated_shm("/netmcore-doc-facade-", 4096)?;
+//! let ResourceRepr::PosixShmPreallocated { memory, .. } = *get_resource(pool)?.repr() else {
+//!     unreachable!()
+//! };
+//! memory.as_atomic_u64s().expect("page-aligned")[0].store(42, Ordering::Relaxed);
+//!
+//! let reader = process::def_process(|id: ResId| -> u64 {
+//!     match *get_resource(id).expect("inherited").repr() {
+//!         ResourceRepr::PosixShmPreallocated { memory, .. } => {
+//!             memory.as_atomic_u64s().expect("aligned")[0].load(Ordering::Relaxed)
+//!         }
+//!         _ => unreachable!(),
+//!     }
+//! })?;
+//! let coordinator = process::def_process(move |id: ResId| -> u64 {
+//!     let pid = reader.start_with(&id, Inherit::All).expect("started");
+//!     reader.join(pid).expect("joined").expect("returned")
+//! })?;
+//! let dir = tempfile::tempdir()?;
+//! assert_eq!(netmcore::run(Config::new(dir.path().join("job")), &coordinator, &pool)?, Some(42));
+//!
+//! // When run returns, the region's name is gone; the program's mapping stays readable.
+//! assert!(!std::path::Path::new(&format!("/dev/shm{name}")).exists());
+//! assert_eq!(memory.as_atomic_u64s().expect("aligned")[0].load(Ordering::Relaxed), 42);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Every object is recorded in a ledger in the socket directory before it is created. If the
+//! master is killed, a small guardian process destroys what the ledger lists; the next
+//! [`startup`] on the directory and [`destroy_resources_in`] (from any process) clean up too.
 #![deny(unsafe_code)]
 
 pub mod process;
 
 pub use netmcore_encap::{ByteBuf, Encap, EncapError};
 pub use netmcore_master::{
-    Config, Error, Result, Role, def_process, join, join_nowait, role, self_process_id, start,
-    start_with, startup,
+    ComputeResource, Config, DestroyReport, Error, ResourceRepr, Result, Role, SharedMemory,
+    create_preallocated_shm, def_process, destroy_resources, destroy_resources_in, get_file,
+    get_resource, get_sem, get_shm, join, join_nowait, manage_file, manage_sem, manage_shm,
+    release, role, self_process_id, start, start_with, startup,
 };
+pub use netmcore_resources::ledger::{LedgerObject, ObjectKind};
 pub use netmcore_resources::{Inherit, ProcessId, ResId, ResourceKind};
+
+/// The OS layer, for creating the objects that `manage_shm` and `manage_sem` register (e.g.
+/// [`ipc::shm::ShmObject::create`], [`ipc::sem::NamedSemaphore::create`]) and for the
+/// primitives on their own.
+pub use netmcore_ipc as ipc;
 
 /// A global switch for verbose events (the seed's `Debug.enable`); logging itself goes
 /// through [`tracing`](https://docs.rs/tracing).

@@ -10,6 +10,12 @@
 //! * `supervise_shutdown`: the end of a master (after its first process, on SIGTERM or SIGINT,
 //!   killed), its socket directory and its pidfile.
 //! * `mandelbrot_render`: the facade's `mandelbrot` example renders the right image.
+//! * `resources_lifecycle`: users as sets, destruction on the last release and when a worker
+//!   ends in any way, fork and join points dropped, nothing left when `startup` returns.
+//! * `resources_errors`: `WrongKind`, `InvalidName` and `NoResource` in every role.
+//! * `resources_prealloc`: preallocated shared memory and its inheritance.
+//! * `crash_recovery`: a master killed with SIGKILL leaves nothing within a second; the next
+//!   `startup` and `destroy_resources_in` clean what a dead master and its guardian left.
 //!
 //! A scenario calls `startup`, which turns the calling process into a master, so each runs in
 //! a process of its own: the target's `main` forks one child per scenario (see

@@ -15,6 +15,11 @@
 //!   `Mapping`. A [`SharedMemory`] is only made by [`Mapping::leak`], which consumes the
 //!   `Mapping` without running its `Drop`: nothing in this crate ever unmaps that region, so
 //!   views of it may live for `'static`. ([`SharedMemory::subrange`] only narrows a region.)
+//!   The one exception is [`SharedMemory::revoke`], an `unsafe fn` for a freshly forked child
+//!   that must not keep an inherited mapping: its caller promises that no view or copy of the
+//!   handle is used afterwards, and the range is replaced by an inaccessible reservation
+//!   (never unmapped outright), so nothing else can ever be mapped at those addresses and a
+//!   stale access faults instead of reading other memory.
 //! * The safe views are slices of atomic integers: every bit pattern is a valid integer, and
 //!   atomics are interior-mutable and data-race free, so `&[AtomicU64]` over memory that other
 //!   threads or processes change (atomically) at the same time is sound. A view is only made
@@ -530,6 +535,64 @@ impl SharedMemory {
         self.region.atomic_at(offset)
     }
 
+    /// Removes the mapping of the shared memory object from this process, keeping its address
+    /// range reserved: `mmap(ptr, len, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1,
+    /// 0)`.
+    ///
+    /// Afterwards the object no longer appears in this process's mappings (`/proc/self/maps`)
+    /// and this process no longer keeps its memory alive; the range stays reserved, so no later
+    /// mapping can take those addresses, and an access through a stale copy of the handle is a
+    /// segmentation fault rather than a read of unrelated memory. Other processes that map the
+    /// object are unaffected. This is meant for a process forked from one that holds the
+    /// mapping, which must not keep it (netmcore's master gives a worker only the preallocated
+    /// shared memory it inherits).
+    ///
+    /// ```
+    /// use netmcore_ipc::shm::ShmObject;
+    ///
+    /// let shm = ShmObject::create_unique("/netmcore-doc-revoke-")?;
+    /// shm.set_size(4096)?;
+    /// let memory = shm.map_shared()?;
+    /// let name = shm.name().to_owned();
+    /// shm.unlink()?;
+    /// // SAFETY (of this example): no view or other copy of `memory` is used afterwards.
+    /// unsafe { memory.revoke()? };
+    /// let maps = std::fs::read_to_string("/proc/self/maps")?;
+    /// assert!(!maps.contains(&name));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// No reference obtained from this handle or from any copy of it (byte slices, atomic
+    /// views, subranges) is alive, and no copy of the handle is used afterwards, in this
+    /// process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] naming `mmap` (e.g. `ENOMEM`); the mapping is then unchanged.
+    #[doc(alias = "mmap")]
+    pub unsafe fn revoke(self) -> Result<()> {
+        if self.region.len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the region was mapped by this module and nothing in this crate unmaps it
+        // (module contract); the caller promises that no reference into it is alive and that
+        // no copy of the handle is used again, so replacing its pages with an inaccessible
+        // private reservation at the same addresses invalidates nothing that is still used.
+        let result = unsafe {
+            rustix::mm::mmap_anonymous(
+                self.region.ptr.as_ptr().cast(),
+                self.region.len,
+                ProtFlags::empty(),
+                MapFlags::FIXED | MapFlags::PRIVATE,
+            )
+        };
+        result
+            .map(drop)
+            .map_err(|e| Error::os("mmap", format!("{:?}", self.region), e))
+    }
+
     /// The `len` bytes at `offset`, or `None` if they do not fit.
     ///
     /// ```
@@ -635,6 +698,36 @@ mod tests {
         let shared = mapping.leak();
         assert_eq!(shared.as_atomic_u64s().map(<[_]>::len), Some(0));
         assert!(shared.atomic_u32_at(0).is_none());
+    }
+
+    #[test]
+    fn a_revoked_mapping_is_gone_from_the_maps_but_stays_reserved() {
+        let name = name("revoke");
+        let fd = shm_create(&name).expect("create");
+        ftruncate(fd.as_fd(), 8192, &name).expect("ftruncate");
+        let shared = Mapping::map(fd.as_fd(), 8192, MapOptions::new(), &name)
+            .expect("mmap")
+            .leak();
+        shm_unlink(&name).expect("unlink");
+        let maps = || std::fs::read_to_string("/proc/self/maps").expect("maps");
+        let addr = shared.as_ptr() as usize;
+        let covers = |line: &&str| {
+            let range = line.split_whitespace().next().unwrap_or_default();
+            let (a, b) = range.split_once('-').unwrap_or_default();
+            let a = usize::from_str_radix(a, 16).unwrap_or(usize::MAX);
+            let b = usize::from_str_radix(b, 16).unwrap_or(0);
+            a <= addr && addr < b
+        };
+        assert!(maps().contains(&name), "mapped before");
+        // SAFETY: no view or other copy of `shared` is used after this call.
+        unsafe { shared.revoke() }.expect("revoke");
+        let after = maps();
+        assert!(!after.contains(&name), "the object is no longer mapped");
+        let line = after
+            .lines()
+            .find(covers)
+            .expect("the range stays reserved");
+        assert!(line.contains("---p"), "inaccessible: {line}");
     }
 
     #[test]

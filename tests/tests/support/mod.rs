@@ -20,6 +20,7 @@
     reason = "each test binary uses a different part of the support code"
 )]
 
+pub mod objects;
 pub mod sys;
 
 use std::collections::BTreeSet;
