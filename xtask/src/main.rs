@@ -7,6 +7,7 @@
 mod ci;
 mod loom;
 mod prop;
+mod stress;
 #[cfg(test)]
 mod tidy;
 
@@ -21,6 +22,8 @@ commands:
   test    cargo test --workspace (includes the tidy checks)
   loom    the loom models (cfg netmcore_loom, LOOM_MAX_PREEMPTIONS=2, --release)
   prop    every property test with PROPTEST_CASES (default 10000; --cases N)
+  stress  a random mix of processes, faults and resources, checked for leaks
+          ([--processes N] [--duration D] [--seed S]; default 10000 processes)
   help    print this text";
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
         Some("test") => ci::run(&ci::TEST_STEPS),
         Some("loom") => loom::run(),
         Some("prop") => prop::run(&args[1..]),
+        Some("stress") => stress::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,0 +1,65 @@
+//! `stress`: a random mix of netmcore processes, faults and resource traffic, checked result
+//! by result, and a check afterwards that the run left nothing behind.
+//!
+//! Run it through `cargo xtask stress [--processes N] [--duration D] [--seed S]`, or directly
+//! with `cargo run --release -p netmcore-tests --bin stress -- --help`.
+//!
+//! The program is two processes. The *supervisor* (what the user started) makes a scratch
+//! directory and a progress region, starts the *master process* (this program again, with
+//! `--master`) in a process group of its own, shows progress, and afterwards checks for
+//! leftovers and prints the summary. The master process defines the process types, becomes
+//! the netmcore master with `run`, and its first process starts the coordinators, which run
+//! waves of randomly drawn actions (see `coordinator.rs`) and check every result. After `run`
+//! returned, the master process checks its own descriptors, children and the ledger.
+//!
+//! The mix (weights in `coordinator.rs`, `--without` leaves actions out): plain starts and
+//! joins (also by polling `join_nowait`), nested starts with a child that outlives its
+//! starter, faulty bodies (panic, `exit(code)`, SIGSEGV), a victim killed with SIGKILL by
+//! another worker, shm / preallocated shm (inherited by id, by `All`, and not at all) /
+//! semaphore / file churn whose holders sometimes die holding them, calls made wrong (each
+//! must give its documented error), and hostile peers that write bad frames to their channel
+//! (`hostile.rs`). The seed replays the same draws.
+//!
+//! Every object the run names starts with `/netmcore-stress-<supervisor pid>-`, so that the
+//! leak check sees only this run's objects.
+#![deny(unsafe_code)]
+
+mod bodies;
+mod coordinator;
+mod hostile;
+mod master;
+mod procs;
+mod report;
+mod rng;
+mod shared;
+mod supervisor;
+#[allow(
+    unsafe_code,
+    reason = "borrowing the channel's descriptor for the hostile-peer writes; see its SAFETY comment"
+)]
+mod sys;
+mod tally;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--master") {
+        return match master::main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stress (master process): {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let outcome = supervisor::Options::parse(&args).and_then(|o| supervisor::run(&o));
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("stress: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

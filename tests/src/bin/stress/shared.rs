@@ -1,0 +1,141 @@
+//! What every process of a run shares: the run's settings and the progress region.
+//!
+//! The master sets both before `startup`, so that every worker, forked from it, has them. The
+//! progress region is a shm object that the supervisor created and the master mapped (the
+//! mapping is inherited by fork, since netmcore does not know it); it holds counters that
+//! the supervisor shows while the run goes on, and the slots through which a victim tells a
+//! killer its Unix pid.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use netmcore::SharedMemory;
+use netmcore_ipc::shm::ShmObject;
+
+/// The size of the progress region.
+pub const REGION_SIZE: u64 = 8192;
+
+/// Kill slots per coordinator (at most this many kill pairs run at once in one coordinator).
+pub const SLOTS_PER_COORDINATOR: u64 = 32;
+
+/// The most coordinators a run may have (the region has slots for this many).
+pub const MAX_COORDINATORS: u64 = 16;
+
+/// The word of the first kill slot.
+const FIRST_SLOT: usize = 64;
+
+/// A counter of the progress region.
+#[derive(Debug, Clone, Copy)]
+pub enum Counter {
+    /// Process bodies entered.
+    Processes = 0,
+    /// Results checked against their expected value.
+    Checked = 1,
+    /// Faults injected.
+    Faults = 2,
+    /// Failed checks.
+    Failures = 3,
+    /// Objects created (shm, preallocated shm, semaphores, files).
+    Resources = 4,
+    /// Set to 1 by the master once it has mapped the region.
+    Mapped = 5,
+}
+
+/// The settings of a run, the same in every process of it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The prefix of every shm object and semaphore the run names (`/netmcore-stress-<pid>-`).
+    pub prefix: String,
+    /// The directory of the files the run creates and registers.
+    pub files: PathBuf,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+static REGION: OnceLock<SharedMemory> = OnceLock::new();
+
+/// Sets the run's settings (once, in the master before `startup`).
+pub fn set_settings(settings: Settings) {
+    let _ = SETTINGS.set(settings);
+}
+
+/// The run's settings.
+///
+/// # Panics
+///
+/// Before [`set_settings`] (a bug of the stress program).
+pub fn settings() -> &'static Settings {
+    SETTINGS
+        .get()
+        .expect("the stress settings are set before startup")
+}
+
+/// Maps the progress region `name` for this process (and the workers forked from it).
+pub fn map_region(name: &str) -> anyhow::Result<()> {
+    let object = ShmObject::open(name).with_context(|| format!("open progress region {name}"))?;
+    let memory = object
+        .map_shared()
+        .with_context(|| format!("map progress region {name}"))?;
+    if memory.as_atomic_u64s().is_none() || memory.len() < REGION_SIZE as usize {
+        bail!("progress region {name} is not {REGION_SIZE} aligned bytes");
+    }
+    let _ = REGION.set(memory);
+    Ok(())
+}
+
+/// Uses an already mapped progress region (in the supervisor, which created it).
+pub fn use_region(memory: SharedMemory) {
+    let _ = REGION.set(memory);
+}
+
+fn words() -> &'static [AtomicU64] {
+    REGION
+        .get()
+        .and_then(SharedMemory::as_atomic_u64s)
+        .expect("the progress region is mapped before startup")
+}
+
+/// Adds `n` to `counter`.
+pub fn add(counter: Counter, n: u64) {
+    words()[counter as usize].fetch_add(n, Ordering::Relaxed);
+}
+
+/// The value of `counter`.
+pub fn get(counter: Counter) -> u64 {
+    words()[counter as usize].load(Ordering::Relaxed)
+}
+
+/// Sets `counter` to `value`.
+pub fn set(counter: Counter, value: u64) {
+    words()[counter as usize].store(value, Ordering::Relaxed);
+}
+
+/// The kill slot `slot` (a global index: coordinator × [`SLOTS_PER_COORDINATOR`] + local).
+fn slot(slot: u64) -> &'static AtomicU64 {
+    &words()[FIRST_SLOT + slot as usize]
+}
+
+/// A victim publishes its Unix pid in `slot`.
+pub fn publish_pid(at: u64) {
+    slot(at).store(u64::from(std::process::id()), Ordering::Release);
+}
+
+/// A killer takes the pid published in `slot` (and empties the slot), waiting for it up to
+/// `patience`.
+pub fn take_pid(at: u64, patience: Duration) -> Result<u32, String> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let pid = slot(at).swap(0, Ordering::Acquire);
+        if pid != 0 {
+            return u32::try_from(pid).map_err(|_| format!("slot {at} holds {pid}, not a pid"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no victim published its pid in slot {at} within {patience:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
