@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 mod ci;
+mod leak_check;
 mod loom;
 mod prop;
 mod stress;
@@ -24,6 +25,8 @@ commands:
   prop    every property test with PROPTEST_CASES (default 10000; --cases N)
   stress  a random mix of processes, faults and resources, checked for leaks
           ([--processes N] [--duration D] [--seed S]; default 10000 processes)
+  leak-check  crash scenarios and the multi-process tests, checked for leftover shm
+          objects, processes and descriptors
   help    print this text";
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         Some("loom") => loom::run(),
         Some("prop") => prop::run(&args[1..]),
         Some("stress") => stress::run(&args[1..]),
+        Some("leak-check") => leak_check::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
