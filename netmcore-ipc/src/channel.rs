@@ -301,38 +301,53 @@ impl Header {
         ]
     }
 
-    fn parse(bytes: &[u8; HEADER_LEN], limits: &Limits) -> Result<Header> {
+    /// Checks the first bytes of a header, however few arrived (the magic byte, the version,
+    /// the flags, the descriptor count), so that garbage fails at once.
+    fn check_prefix(bytes: &[u8]) -> Result<()> {
         let bad = |reason: String| Error::Protocol {
             what: "frame header",
             reason,
         };
-        if bytes[0] != MAGIC {
+        if let Some(&magic) = bytes.first()
+            && magic != MAGIC
+        {
             return Err(bad(format!(
-                "magic byte {:#04x}, expected {MAGIC:#04x}",
-                bytes[0]
+                "magic byte {magic:#04x}, expected {MAGIC:#04x}"
             )));
         }
-        if bytes[1] != PROTOCOL_VERSION {
+        if let Some(&version) = bytes.get(1)
+            && version != PROTOCOL_VERSION
+        {
             return Err(bad(format!(
-                "protocol version {}, this side speaks {PROTOCOL_VERSION}",
-                bytes[1]
+                "protocol version {version}, this side speaks {PROTOCOL_VERSION}"
             )));
         }
-        let flags = bytes[2];
+        let Some(&flags) = bytes.get(2) else {
+            return Ok(());
+        };
         if flags & !KNOWN_FLAGS != 0 {
             return Err(bad(format!("unknown flags {flags:#04x}")));
         }
-        let memfd = flags & FLAG_MEMFD != 0;
-        let nfds = usize::from(bytes[3]);
+        let Some(&nfds) = bytes.get(3) else {
+            return Ok(());
+        };
+        let nfds = usize::from(nfds);
         if nfds > MAX_FDS + 1 {
             return Err(bad(format!(
                 "{nfds} descriptors announced, at most {}",
                 MAX_FDS + 1
             )));
         }
-        if memfd && nfds == 0 {
+        if flags & FLAG_MEMFD != 0 && nfds == 0 {
             return Err(bad("a memfd body announced without a descriptor".to_owned()));
         }
+        Ok(())
+    }
+
+    fn parse(bytes: &[u8; HEADER_LEN], limits: &Limits) -> Result<Header> {
+        Header::check_prefix(bytes)?;
+        let memfd = bytes[2] & FLAG_MEMFD != 0;
+        let nfds = usize::from(bytes[3]);
         let len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
         let limit = if memfd { limits.memfd } else { limits.frame };
         if len > limit {
@@ -434,7 +449,8 @@ impl FrameDecoder {
             .first_chunk::<HEADER_LEN>()
             .map(|h| Header::parse(h, &self.limits))
         {
-            None => false,
+            // The start of a bad header is "complete" too.
+            None => Header::check_prefix(avail).is_err(),
             // A bad header is "complete": `next_frame` reports it without more input.
             Some(Err(_)) => true,
             Some(Ok(h)) => avail.len() >= h.wire_len(),
@@ -503,6 +519,8 @@ impl FrameDecoder {
     ) -> Result<Option<Result<R>>> {
         let avail = &self.buf[self.start..self.end];
         let Some(header) = avail.first_chunk::<HEADER_LEN>() else {
+            // Garbage fails as soon as it arrives, before the header is complete.
+            Header::check_prefix(avail)?;
             return Ok(None);
         };
         let header = Header::parse(header, &self.limits)?;
@@ -1461,6 +1479,48 @@ mod tests {
             "{}",
             decoder.buf.len()
         );
+    }
+
+    #[test]
+    fn garbage_shorter_than_a_header_fails_at_once() {
+        let good = encode_frame(b"x").unwrap();
+        let mut memfd_no_fd = good.clone();
+        memfd_no_fd[2] = FLAG_MEMFD;
+        let cases: [&[u8]; 6] = [
+            &[0x00],
+            &[MAGIC, PROTOCOL_VERSION.wrapping_add(1)],
+            &[MAGIC, PROTOCOL_VERSION, 0x80],
+            &[MAGIC, PROTOCOL_VERSION, 0, (MAX_FDS + 2) as u8],
+            &memfd_no_fd[..4],
+            &[0x4F, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00],
+        ];
+        for garbage in cases {
+            for len in 1..=garbage.len() {
+                let mut decoder = FrameDecoder::new(Limits::default());
+                decoder.feed(&garbage[..len], Vec::new());
+                let bad = Header::check_prefix(&garbage[..len]).is_err();
+                assert_eq!(decoder.has_complete_frame(), bad, "{:?}", &garbage[..len]);
+                match decoder.next_frame() {
+                    Err(Error::Protocol {
+                        what: "frame header",
+                        ..
+                    }) => assert!(bad),
+                    Ok(None) => assert!(!bad),
+                    other => panic!("{:?}: {other:?}", &garbage[..len]),
+                }
+            }
+            // The whole prefix is always bad.
+            let mut decoder = FrameDecoder::new(Limits::default());
+            decoder.feed(garbage, Vec::new());
+            assert!(decoder.next_frame().is_err(), "{garbage:?}");
+        }
+        // Every prefix of a good header waits for more.
+        for len in 1..HEADER_LEN {
+            let mut decoder = FrameDecoder::new(Limits::default());
+            decoder.feed(&good[..len], Vec::new());
+            assert!(!decoder.has_complete_frame());
+            assert!(decoder.next_frame().unwrap().is_none());
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use netmcore_resources::ledger::{Ledger, LedgerObject, ObjectKind};
 
@@ -20,6 +21,7 @@ const UNSAFE_BITS: u32 = 0o022;
 /// Creates the socket directory (mode 0700) if it is missing, and checks that it is a real
 /// directory owned by this user and writable by nobody else.
 pub(crate) fn prepare(dir: &Path) -> Result<()> {
+    check_socket_path_len(dir)?;
     let target = || dir.display().to_string();
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(meta) => meta,
@@ -34,6 +36,28 @@ pub(crate) fn prepare(dir: &Path) -> Result<()> {
         Err(e) => return Err(Error::io("lstat", target(), e)),
     };
     check(dir, &meta)
+}
+
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes with the NUL).
+const SOCKET_PATH_MAX: usize = 107;
+
+/// Refuses, before anything is created, a directory whose admin socket path would not fit in a
+/// Unix socket address.
+fn check_socket_path_len(dir: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let len = dir
+        .join(crate::admin::ADMIN_SOCKET_NAME)
+        .as_os_str()
+        .as_bytes()
+        .len();
+    if len > SOCKET_PATH_MAX {
+        return Err(Error::SocketDirectoryPathTooLong {
+            path: dir.to_owned(),
+            len,
+            limit: SOCKET_PATH_MAX,
+        });
+    }
+    Ok(())
 }
 
 /// Checks that `dir`, whose `lstat` is `meta`, is a real directory owned by this user and
@@ -83,6 +107,27 @@ pub(crate) fn lock(dir: &Path) -> Result<File> {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(Error::SocketDirectoryInUse(dir.to_owned())),
         Err(TryLockError::Error(e)) => Err(Error::io("flock", path.display().to_string(), e)),
+    }
+}
+
+/// How long [`lock_patiently`] waits for a lock that is held.
+///
+/// When a master dies, the lock can stay held for a few milliseconds more: by its guardian,
+/// which takes it while it destroys what the ledger lists, and by a worker forked in the
+/// master's last instant, before that worker closes its copy and dies with its master.
+pub(crate) const LOCK_PATIENCE: Duration = Duration::from_secs(1);
+
+/// [`lock`], retrying for up to [`LOCK_PATIENCE`] while the lock is held, so that a master
+/// started right after another one died is not turned away by that master's guardian.
+pub(crate) fn lock_patiently(dir: &Path) -> Result<File> {
+    let deadline = Instant::now() + LOCK_PATIENCE;
+    loop {
+        match lock(dir) {
+            Err(Error::SocketDirectoryInUse(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -316,7 +361,7 @@ pub(crate) fn destroy_in(dir: &Path) -> Result<DestroyReport> {
         return Ok(DestroyReport::default());
     }
     // Held while cleaning, so that no master starts on the directory meanwhile.
-    let _lock = lock(dir)?;
+    let _lock = lock_patiently(dir)?;
     if has_ledger {
         let mut ledger = Ledger::open(dir)?;
         clean(dir, &mut ledger, true)
@@ -332,6 +377,20 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn a_path_too_long_for_a_socket_is_refused_before_anything_is_created() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("d".repeat(120));
+        match prepare(&dir) {
+            Err(Error::SocketDirectoryPathTooLong { path, len, limit }) => {
+                assert_eq!(path, dir);
+                assert!(len > limit, "{len} > {limit}");
+            }
+            other => panic!("expected SocketDirectoryPathTooLong, got {other:?}"),
+        }
+        assert!(!dir.exists(), "nothing is created");
+    }
 
     #[test]
     fn a_missing_directory_is_created_private() {

@@ -96,6 +96,20 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// The socket directory's path is so long that `admin.sock` inside it would not fit in a
+    /// Unix socket address (`sun_path` holds 107 bytes and a NUL).
+    #[error(
+        "socket directory {} refused: {len} bytes long, but a socket inside it must fit in {limit} bytes",
+        path.display()
+    )]
+    SocketDirectoryPathTooLong {
+        /// The directory.
+        path: PathBuf,
+        /// The length of the admin socket's path inside it, in bytes.
+        len: usize,
+        /// The longest socket path the OS accepts, in bytes.
+        limit: usize,
+    },
     /// The ledger of the socket directory could not be read or written.
     #[error("ledger: {0}")]
     Ledger(#[from] LedgerError),

@@ -50,7 +50,7 @@ use crate::dir::{self, Pidfile};
 use crate::error::{remote, remote_error};
 use crate::guardian::Guardian;
 use crate::signals::{self, Signals};
-use crate::state::{self, Body, Definitions, Role};
+use crate::state::{self, Body, Definitions, Mapped, Role};
 use crate::sys::{self, Forked};
 use crate::{Error, Result, worker};
 
@@ -147,7 +147,7 @@ impl Master {
     /// was taken is given back by [`close`](Master::close).
     pub(crate) fn open(&mut self, pidfile: Option<&Path>) -> Result<()> {
         dir::prepare(&self.dir)?;
-        self.lock = Some(dir::lock(&self.dir)?);
+        self.lock = Some(dir::lock_patiently(&self.dir)?);
         // Admin socket: a stale one is replaced only now that the lock is ours.
         self.admin = Some(AdminServer::bind(&self.dir)?);
         if let Some(path) = pidfile {
@@ -505,6 +505,14 @@ impl Master {
     /// Serves one request of worker `from`.
     fn serve(&mut self, from: ProcessId, request: Request) {
         verbose!(pid = from.0, %request, "request from {from}");
+        if self
+            .workers
+            .get(&from)
+            .is_some_and(|slot| slot.reported.is_some())
+        {
+            self.violation(from, "a request after its Finished report");
+            return;
+        }
         if request.expects_response() {
             let Some(slot) = self.workers.get_mut(&from) else {
                 return;
@@ -664,7 +672,7 @@ impl Master {
     /// shm the new worker inherits and revokes every other one this process mapped.
     fn keep_inherited_mappings(&mut self, inherited: &[ResId]) {
         let mut kept = BTreeMap::new();
-        for (&id, &memory) in &self.defs.mappings {
+        for (&id, &Mapped { memory, .. }) in &self.defs.mappings {
             if inherited.contains(&id) {
                 kept.insert(id, memory);
             } else if let Err(e) = sys::revoke_in_worker(memory) {
@@ -1046,7 +1054,13 @@ pub(crate) fn create_preallocated_in(
     };
     match defs.registry.register(desc, by) {
         Ok(id) => {
-            defs.mappings.insert(id, memory);
+            defs.mappings.insert(
+                id,
+                Mapped {
+                    memory,
+                    handed_out: false,
+                },
+            );
             Ok((id, name))
         }
         Err(e) => {
@@ -1070,6 +1084,9 @@ pub(crate) fn destroy_in(
             Ok(())
         }
         desc => {
+            if matches!(desc, ResourceDesc::PosixShmPreallocated { .. }) {
+                forget_mapping(defs, destroy.id);
+            }
             let Some(object) = LedgerObject::from_desc(desc) else {
                 return Ok(());
             };
@@ -1079,6 +1096,23 @@ pub(crate) fn destroy_in(
             }
             Ok(())
         }
+    }
+}
+
+/// Removes the mapping of the destroyed preallocated shm `id` from the table and unmaps it,
+/// unless it was handed out in this process (user code may hold it: it stays valid).
+fn forget_mapping(defs: &mut Definitions, id: ResId) {
+    if defs
+        .mappings
+        .get(&id)
+        .is_some_and(|mapped| mapped.handed_out)
+    {
+        return;
+    }
+    if let Some(mapped) = defs.mappings.remove(&id)
+        && let Err(e) = sys::unmap_in_master(mapped.memory)
+    {
+        tracing::warn!(id = id.0, error = %e, "cannot unmap {id}");
     }
 }
 

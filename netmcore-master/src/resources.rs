@@ -194,7 +194,12 @@ fn lookup(
             Some(kind) => defs.registry.get_kind(id, Holder::Master, kind)?,
         }
         .clone();
-        resource(id, &desc, || defs.mappings.get(&id).copied())
+        resource(id, &desc, || {
+            defs.mappings.get_mut(&id).map(|mapped| {
+                mapped.handed_out = true;
+                mapped.memory
+            })
+        })
     })
 }
 

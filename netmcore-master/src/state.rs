@@ -66,10 +66,20 @@ pub(crate) fn set_role(role: Role) {
 pub(crate) struct Definitions {
     pub(crate) registry: Registry<Encap>,
     pub(crate) bodies: BTreeMap<ResId, Body>,
-    /// Every preallocated shm this process mapped (before `startup` or as the master), live
-    /// or destroyed since: the mapping outlives the name, and a worker forked later must lose
-    /// every one it does not inherit. Entries are never removed.
-    pub(crate) mappings: BTreeMap<ResId, SharedMemory>,
+    /// The preallocated shm this process mapped (before `startup` or as the master): every
+    /// live one, and the destroyed ones whose mapping was handed out here (it outlives the
+    /// name). A destroyed one nobody here holds is removed and unmapped; a worker forked later
+    /// revokes every entry it does not inherit.
+    pub(crate) mappings: BTreeMap<ResId, Mapped>,
+}
+
+/// A preallocated shm mapped in this process.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mapped {
+    pub(crate) memory: SharedMemory,
+    /// Whether `get_resource` handed the mapping out in this process (before `startup` or in
+    /// the master): user code may hold it, so it is never unmapped here.
+    pub(crate) handed_out: bool,
 }
 
 impl Definitions {

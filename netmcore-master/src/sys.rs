@@ -123,3 +123,20 @@ pub(crate) fn revoke_in_worker(memory: SharedMemory) -> Result<(), netmcore_ipc:
     // to a region the worker did not inherit.
     unsafe { memory.revoke() }
 }
+
+/// Unmaps, in the process that created it (before `startup` or the master), a preallocated
+/// shared memory mapping whose object was destroyed: [`SharedMemory::unmap`].
+///
+/// The caller passes the handle of a mapping that was never handed out in this process (no
+/// `get_resource` of it returned it here) and removes it from its table first: no view or
+/// copy of it exists outside the table, and it is never used again. Workers forked earlier
+/// hold their own copies of the address space, unaffected.
+///
+/// # Errors
+///
+/// The error of `munmap`.
+pub(crate) fn unmap_in_master(memory: SharedMemory) -> Result<(), netmcore_ipc::Error> {
+    // SAFETY: the function's contract: the handle was never handed out in this process and
+    // its only copy left the table, so no view or copy of it is used afterwards.
+    unsafe { memory.unmap() }
+}

@@ -51,6 +51,10 @@ fn main() -> std::process::ExitCode {
             name: "destroy_resources_in_the_master_and_before_startup",
             run: destroy_resources_in_the_master_and_before_startup,
         },
+        Case {
+            name: "destroyed_preallocated_shm_leaves_no_mapping_in_the_master",
+            run: destroyed_preallocated_shm_leaves_no_mapping_in_the_master,
+        },
     ])
 }
 
@@ -692,4 +696,69 @@ fn destroy_resources_in_the_master_and_before_startup() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// How many lines of `/proc/<pid>/maps` map an object whose name starts with `prefix`.
+fn mappings_of(pid: &str, prefix: &str) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .expect("maps")
+        .lines()
+        .filter(|line| line.contains(&format!("/dev/shm{prefix}")))
+        .count()
+}
+
+fn destroyed_preallocated_shm_leaves_no_mapping_in_the_master() {
+    const ROUNDS: usize = 200;
+    // Handed out before startup, then destroyed: the mapping stays valid and readable.
+    let (kept, kept_name) = create_preallocated_shm(&prefix("kept"), 4096).unwrap();
+    let ResourceRepr::PosixShmPreallocated { memory, .. } = *get_resource(kept).unwrap().repr()
+    else {
+        panic!("a preallocated shm");
+    };
+    memory.as_atomic_u8s()[0].store(42, Ordering::Relaxed);
+    // Never handed out, then destroyed: unmapped.
+    let (gone, gone_name) = create_preallocated_shm(&prefix("gone"), 4096).unwrap();
+    release(kept).unwrap();
+    release(gone).unwrap();
+    assert!(mapped_here(&kept_name));
+    assert!(!mapped_here(&gone_name));
+    assert_eq!(memory.as_atomic_u8s()[0].load(Ordering::Relaxed), 42);
+
+    let churn = prefix("churn");
+    let churn_in_worker = churn.clone();
+    let (churner, churner_jp) = def_process(move |_| {
+        let mut failures: Vec<String> = Vec::new();
+        let master = rustix::process::getppid()
+            .expect("a parent")
+            .as_raw_pid()
+            .to_string();
+        for _ in 0..ROUNDS {
+            let (id, _name) = create_preallocated_shm(&churn_in_worker, 1 << 16).unwrap();
+            release(id).unwrap();
+        }
+        sync_with_master();
+        let left = mappings_of(&master, &churn_in_worker);
+        check!(
+            failures,
+            left == 0,
+            "the master maps {left} destroyed regions of {ROUNDS}"
+        );
+        wrap!(&failures)
+    })
+    .unwrap();
+    let (tmp, sock) = socket_dir();
+    let _ = &tmp;
+    let (first, _) = def_process(move |_| {
+        let pid = start(churner, wrap!(&())).unwrap();
+        let failures: Vec<String> = join(churner_jp, pid).unwrap().unwrap().unwrap().unwrap();
+        wrap!(&failures)
+    })
+    .unwrap();
+    let result = startup_with_result(Config::new(&sock), || start(first, wrap!(&())));
+    assert_eq!(failures_of(result), Vec::<String>::new());
+    let here = getpid().as_raw_pid().to_string();
+    assert_eq!(mappings_of(&here, &churn), 0);
+    assert!(mapped_here(&kept_name));
+    assert_eq!(memory.as_atomic_u8s()[0].load(Ordering::Relaxed), 42);
+    assert_eq!(children(), Vec::<i32>::new());
 }

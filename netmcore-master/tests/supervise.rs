@@ -90,6 +90,10 @@ fn main() -> std::process::ExitCode {
             name: "startup_runs_again_after_it_returned",
             run: startup_runs_again_after_it_returned,
         },
+        Case {
+            name: "a_request_after_finished_is_a_protocol_violation",
+            run: a_request_after_finished_is_a_protocol_violation,
+        },
     ])
 }
 
@@ -832,6 +836,51 @@ fn a_worker_that_breaks_the_protocol_is_killed() {
     assert_eq!(outcome, (false, Some(8)));
     assert!(
         log.contains("process 1 broke the protocol"),
+        "{:#?}",
+        log.get()
+    );
+    assert!(log.contains("killed by SIGKILL"), "{:#?}", log.get());
+    assert_no_children();
+}
+
+fn a_request_after_finished_is_a_protocol_violation() {
+    use netmcore_ipc::channel::encode_frame;
+    use netmcore_ipc::wire::{Message, Outcome, Request};
+    let (rogue, rogue_jp) = def_process(|_| {
+        // A well-formed `Finished` report, then a request, in one write on the channel (the
+        // only socket), then wait to be killed.
+        let mut bytes = Vec::new();
+        for request in [
+            Request::Finished(Outcome::Returned(wrap!(&5u64))),
+            Request::SelfProcessId,
+        ] {
+            bytes.extend(encode_frame(&request.encode().unwrap()).unwrap());
+        }
+        for fd in support::socket_fds() {
+            let _ = support::sys::write_raw_fd(fd, &bytes);
+        }
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    let (echo, echo_jp) = def_process(|a| a).unwrap();
+    let (first, _) = def_process(move |_| {
+        let bad = start(rogue, wrap!(&())).unwrap();
+        // The report itself was well-formed: its result is delivered.
+        let bad_joined = join(rogue_jp, bad).unwrap().map(u64_of);
+        let good = start(echo, wrap!(&8u64)).unwrap();
+        let good_joined = join(echo_jp, good).unwrap().map(u64_of);
+        wrap!(&(bad_joined, good_joined))
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    let log = support::log::Lines::install();
+    let result = startup_with_result(Config::new(&sock), || start(first, wrap!(&())));
+    let outcome: (Option<u64>, Option<u64>) = result.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!(outcome, (Some(5), Some(8)));
+    assert!(
+        log.contains("process 1 broke the protocol (a request after its Finished report)"),
         "{:#?}",
         log.get()
     );

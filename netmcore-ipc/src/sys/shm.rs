@@ -19,7 +19,9 @@
 //!   that must not keep an inherited mapping: its caller promises that no view or copy of the
 //!   handle is used afterwards, and the range is replaced by an inaccessible reservation
 //!   (never unmapped outright), so nothing else can ever be mapped at those addresses and a
-//!   stale access faults instead of reading other memory.
+//!   stale access faults instead of reading other memory. The other exception is
+//!   [`SharedMemory::unmap`], an `unsafe fn` whose caller promises the same (no view or copy
+//!   of the handle is used afterwards) and which unmaps the region outright (`munmap`).
 //! * The safe views are slices of atomic integers: every bit pattern is a valid integer, and
 //!   atomics are interior-mutable and data-race free, so `&[AtomicU64]` over memory that other
 //!   threads or processes change (atomically) at the same time is sound. A view is only made
@@ -591,6 +593,49 @@ impl SharedMemory {
         result
             .map(drop)
             .map_err(|e| Error::os("mmap", format!("{:?}", self.region), e))
+    }
+
+    /// Unmaps the shared memory object from this process outright: `munmap(ptr, len)`.
+    ///
+    /// Unlike [`SharedMemory::revoke`], no reservation is left behind: the address range is
+    /// free for later mappings. This is meant for a handle that nothing else holds any more
+    /// (netmcore's master unmaps a destroyed preallocated region it never handed out).
+    ///
+    /// ```
+    /// use netmcore_ipc::shm::ShmObject;
+    ///
+    /// let shm = ShmObject::create_unique("/netmcore-doc-unmap-")?;
+    /// shm.set_size(4096)?;
+    /// let memory = shm.map_shared()?;
+    /// let name = shm.name().to_owned();
+    /// shm.unlink()?;
+    /// // SAFETY (of this example): no view or other copy of `memory` is used afterwards.
+    /// unsafe { memory.unmap()? };
+    /// let maps = std::fs::read_to_string("/proc/self/maps")?;
+    /// assert!(!maps.contains(&name));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// No reference obtained from this handle or from any copy of it (byte slices, atomic
+    /// views, subranges) is alive, and no copy of the handle is used afterwards, in this
+    /// process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] naming `munmap`; the mapping is then unchanged.
+    #[doc(alias = "munmap")]
+    pub unsafe fn unmap(self) -> Result<()> {
+        if self.region.len == 0 {
+            return Ok(());
+        }
+        let (ptr, len) = (self.region.ptr.as_ptr().cast(), self.region.len);
+        // SAFETY: the region was mapped by this module and nothing in this crate unmaps it
+        // (module contract); the caller promises that no reference into it is alive and that
+        // no copy of the handle is used again, so unmapping it invalidates nothing still used.
+        let result = unsafe { rustix::mm::munmap(ptr, len) };
+        result.map_err(|e| Error::os("munmap", format!("{:?}", self.region), e))
     }
 
     /// The `len` bytes at `offset`, or `None` if they do not fit.
