@@ -5,6 +5,7 @@
 //! cfg does not invalidate the normal build.
 
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 
@@ -17,8 +18,10 @@ const CRATES: &[&str] = &["netmcore-ipc"];
 pub fn run() -> anyhow::Result<()> {
     let root = workspace_root();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut rows = Vec::new();
     for krate in CRATES {
-        eprintln!("==> loom models of {krate}");
+        eprintln!("==> loom models of {krate} (LOOM_MAX_PREEMPTIONS=2, release)");
+        let started = Instant::now();
         let status = Command::new(&cargo)
             .args(["test", "--release", "--lib", "--package", krate, "loom"])
             .env("RUSTFLAGS", "--cfg netmcore_loom")
@@ -27,9 +30,18 @@ pub fn run() -> anyhow::Result<()> {
             .current_dir(&root)
             .status()
             .with_context(|| format!("spawn cargo test for the loom models of {krate}"))?;
-        if !status.success() {
-            bail!("loom models of {krate} failed ({status})");
-        }
+        rows.push((*krate, started.elapsed().as_secs_f64(), status.success()));
+    }
+    eprintln!("\n{:<20} {:>9}  result", "crate", "seconds");
+    for (krate, secs, ok) in &rows {
+        eprintln!(
+            "{krate:<20} {secs:>9.1}  {}",
+            if *ok { "ok" } else { "FAILED" }
+        );
+    }
+    let failed: Vec<&str> = rows.iter().filter(|r| !r.2).map(|r| r.0).collect();
+    if !failed.is_empty() {
+        bail!("loom models failed in {}", failed.join(", "));
     }
     Ok(())
 }
