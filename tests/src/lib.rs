@@ -24,5 +24,8 @@
 //! one) to run only matching scenarios, e.g.
 //! `cargo test -p netmcore-tests --test supervise_faults -- segv`.
 //!
-//! This library itself is empty.
+//! The library holds what the scenario runners and the `stress` program share: [`procs`],
+//! the process table and `/dev/shm` as the leak checks read them.
 #![deny(unsafe_code)]
+
+pub mod procs;

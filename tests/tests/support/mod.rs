@@ -250,63 +250,7 @@ pub fn send_signal(pid: i32, signal: Signal) -> anyhow::Result<()> {
         .with_context(|| format!("kill({pid}, {signal:?})"))
 }
 
-/// One line of the process table, from `/proc/<pid>/stat`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Proc {
-    /// The Unix pid.
-    pub pid: i32,
-    /// The command name (at most 15 bytes).
-    pub comm: String,
-    /// The state letter: `R`, `S`, `D`, `Z` (zombie), ...
-    pub state: char,
-    /// The parent's pid.
-    pub ppid: i32,
-    /// The process group.
-    pub pgrp: i32,
-}
-
-impl Proc {
-    /// Reads `/proc/<pid>/stat`; `None` when the process no longer exists.
-    pub fn read(pid: i32) -> Option<Proc> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
-        let open = stat.find('(')?;
-        let close = stat.rfind(')')?;
-        let mut rest = stat[close + 1..].split_whitespace();
-        let state = rest.next()?.chars().next()?;
-        let ppid = rest.next()?.parse().ok()?;
-        let pgrp = rest.next()?.parse().ok()?;
-        Some(Proc {
-            pid,
-            comm: stat[open + 1..close].to_owned(),
-            state,
-            ppid,
-            pgrp,
-        })
-    }
-
-    /// Whether this is a zombie (ended, not reaped yet).
-    pub fn is_zombie(&self) -> bool {
-        matches!(self.state, 'Z' | 'X')
-    }
-}
-
-/// Every process of the system.
-pub fn processes() -> Vec<Proc> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter_map(Proc::read)
-        .collect()
-}
-
-/// The child processes of `pid`, zombies included.
-pub fn children_of(pid: i32) -> Vec<Proc> {
-    processes().into_iter().filter(|p| p.ppid == pid).collect()
-}
+pub use netmcore_tests::procs::{Proc, children_of, processes};
 
 /// Whether Unix process `pid` has ended (it is gone, or a zombie waiting to be reaped).
 pub fn has_ended(pid: i32) -> bool {

@@ -28,7 +28,7 @@ mod bodies;
 mod coordinator;
 mod hostile;
 mod master;
-mod procs;
+use netmcore_tests::procs;
 mod report;
 mod rng;
 mod shared;

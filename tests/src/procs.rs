@@ -1,4 +1,5 @@
-//! What the checks read from `/proc` and `/dev/shm`.
+//! What the checks of the scenario runners and the stress program read from `/proc` and
+//! `/dev/shm`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +37,11 @@ impl Proc {
             ppid,
             pgrp,
         })
+    }
+
+    /// Whether this is a zombie (ended, not reaped yet).
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
     }
 
     /// A one-line description with the kernel function it waits in, for hang reports.
