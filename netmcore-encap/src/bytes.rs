@@ -1,8 +1,10 @@
 //! Fast byte buffers: serde sees a `Vec<u8>` as a sequence of `u8`, one element at a time; these
 //! helpers make it one byte string, which the payload encoding copies in one piece.
 //!
-//! Use [`ByteBuf`] for a buffer wrapped on its own, or `#[serde(with = "netmcore_encap::bytes")]`
-//! on a `Vec<u8>` field (the same trick as the `serde_bytes` crate, without the dependency):
+//! A value that is itself a `Vec<u8>` needs neither: [`Encap::wrap`](crate::Encap::wrap) and
+//! [`Encap::unwrap`](crate::Encap::unwrap) copy it in one piece on their own. Use [`ByteBuf`]
+//! for a buffer inside a tuple or enum, or `#[serde(with = "netmcore_encap::bytes")]` on a
+//! `Vec<u8>` field (the same trick as the `serde_bytes` crate, without the dependency):
 //!
 //! ```
 //! use netmcore_encap::{ByteBuf, Encap};

@@ -1,6 +1,6 @@
 //! [`Encap`]: a serialized value with the name and identity of its type.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -59,6 +59,9 @@ impl Encap {
             });
         }
         let type_identity = type_identity_of::<T>();
+        if let Some(bytes) = (value as &dyn Any).downcast_ref::<Vec<u8>>() {
+            return wrap_byte_vec(bytes, type_name, type_identity);
+        }
         let header = envelope::begin(type_name, type_identity, INITIAL_PAYLOAD_CAPACITY);
         let payload_start = header.len();
         let max_payload = usize::try_from(MAX_PAYLOAD_LEN).unwrap_or(usize::MAX);
@@ -99,6 +102,12 @@ impl Encap {
             });
         }
         let payload = self.payload();
+        if TypeId::of::<T>() == TypeId::of::<Vec<u8>>()
+            && let Some(bytes) = decode_byte_vec(payload)
+            && let Ok(value) = (Box::new(bytes) as Box<dyn Any>).downcast::<T>()
+        {
+            return Ok(*value);
+        }
         let (value, used) =
             codec::decode_prefix::<T>(payload).map_err(|message| EncapError::Decode {
                 type_name: expected.to_owned(),
@@ -203,6 +212,57 @@ impl Encap {
     fn payload(&self) -> &[u8] {
         self.bytes.get(self.payload_start..).unwrap_or_default()
     }
+}
+
+/// `Encap::wrap` of a `Vec<u8>`, byte for byte what the serde path writes (the length as a
+/// varint, then the bytes) but with one copy instead of a call per byte; a payload above the
+/// limit fails as there.
+fn wrap_byte_vec(
+    bytes: &[u8],
+    type_name: &'static str,
+    type_identity: u64,
+) -> Result<Encap, EncapError> {
+    let len = bytes.len() as u64;
+    let prefix = varint(len);
+    if len.saturating_add(prefix.len() as u64) > MAX_PAYLOAD_LEN {
+        return Err(EncapError::Encode {
+            type_name: type_name.to_owned(),
+            message: format!("the encoded payload exceeds the limit of {MAX_PAYLOAD_LEN} bytes"),
+        });
+    }
+    let mut buf = envelope::begin(type_name, type_identity, prefix.len() + bytes.len());
+    let payload_start = buf.len();
+    buf.extend_from_slice(&prefix);
+    buf.extend_from_slice(bytes);
+    envelope::finish(&mut buf, payload_start);
+    Ok(Encap {
+        bytes: buf,
+        type_name: Cow::Borrowed(type_name),
+        type_identity,
+        payload_start,
+    })
+}
+
+/// The varint (LEB128) encoding of `value`, as the payload format writes lengths.
+fn varint(mut value: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10);
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Decodes a payload that holds exactly a `Vec<u8>` in one copy; `None` when it is anything
+/// else (the serde path then reports the error).
+fn decode_byte_vec(payload: &[u8]) -> Option<Vec<u8>> {
+    let (len, used) = codec::decode_prefix::<u64>(payload).ok()?;
+    let rest = payload.get(used..)?;
+    (usize::try_from(len).ok()? == rest.len()).then(|| rest.to_vec())
 }
 
 /// The identity of `T`: its [`TypeId`] hashed to a `u64`.
@@ -346,6 +406,60 @@ mod tests {
             pub(super) x: i32,
             pub(super) y: i32,
         }
+    }
+
+    /// The same bytes as a `Vec<u8>`, but serialized through serde's generic path.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Generic(Vec<u8>);
+
+    /// An envelope claiming a `Vec<u8>` whose payload is `payload`, whatever it holds.
+    fn byte_vec_envelope(payload: &[u8]) -> Encap {
+        let mut buf = envelope::begin(
+            std::any::type_name::<Vec<u8>>(),
+            type_identity_of::<Vec<u8>>(),
+            payload.len(),
+        );
+        let start = buf.len();
+        buf.extend_from_slice(payload);
+        envelope::finish(&mut buf, start);
+        Encap::from_vec(buf).unwrap()
+    }
+
+    #[test]
+    fn byte_vectors_encode_exactly_as_the_serde_path() {
+        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 100_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let fast = Encap::wrap(&bytes).unwrap();
+            let generic = Encap::wrap(&Generic(bytes.clone())).unwrap();
+            assert_eq!(fast.payload(), generic.payload(), "length {len}");
+            assert_eq!(fast.type_name(), std::any::type_name::<Vec<u8>>());
+            assert_eq!(fast.unwrap::<Vec<u8>>().unwrap(), bytes, "length {len}");
+            // A payload the serde path wrote decodes through the fast path, and back.
+            let through = byte_vec_envelope(generic.payload());
+            assert_eq!(through.unwrap::<Vec<u8>>().unwrap(), bytes, "length {len}");
+            assert_eq!(fast.unwrap::<Generic>().ok(), None, "the type still counts");
+        }
+    }
+
+    #[test]
+    fn malformed_byte_vectors_fail_as_on_the_serde_path() {
+        // The length says 5, three bytes follow.
+        let short = byte_vec_envelope(&[5, 1, 2, 3]);
+        assert!(matches!(
+            short.unwrap::<Vec<u8>>(),
+            Err(EncapError::Decode { .. })
+        ));
+        // The length says 2, three bytes follow.
+        let long = byte_vec_envelope(&[2, 1, 2, 3]);
+        assert!(matches!(
+            long.unwrap::<Vec<u8>>(),
+            Err(EncapError::PayloadTrailingBytes { trailing: 1, .. })
+        ));
+        // No length at all.
+        assert!(matches!(
+            byte_vec_envelope(&[]).unwrap::<Vec<u8>>(),
+            Err(EncapError::Decode { .. })
+        ));
     }
 
     #[test]

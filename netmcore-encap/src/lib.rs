@@ -88,9 +88,10 @@
 //!   `deserialize_any` (untagged or internally tagged enums, `#[serde(flatten)]`,
 //!   `serde_json::Value`) fail to unwrap or even to wrap, and `#[serde(skip_serializing_if)]`
 //!   makes a value unreadable; [`EncapError::Encode`] and [`EncapError::Decode`] say which.
-//! - A `Vec<u8>` goes through serde one byte at a time. For large buffers use [`ByteBuf`] or
-//!   `#[serde(with = "netmcore_encap::bytes")]` (see the [`bytes`] module), which copy the
-//!   bytes in one piece.
+//! - serde sees a `Vec<u8>` as a sequence, one `u8` at a time. A value that *is* a `Vec<u8>`
+//!   is wrapped and unwrapped in one copy all the same (the same bytes as the serde path); a
+//!   `Vec<u8>` *inside* another type goes byte by byte unless it is a [`ByteBuf`] or marked
+//!   `#[serde(with = "netmcore_encap::bytes")]` (see the [`bytes`] module).
 //! - Decoding a recursive type (a tree of `Box`es, say) recurses once per nesting level, so a
 //!   damaged payload with deep nesting can exhaust the stack. Payloads come from processes of
 //!   the same program, which is why there is no depth limit.
