@@ -1101,9 +1101,12 @@ impl Channel {
         while !self.decoder.has_complete_frame() {
             let spinning = spin_until.is_some_and(|t| Instant::now() < t);
             if !spinning && deadline.is_none() {
-                // The common case: one blocking `recvmsg` per wake-up. `false` means the
-                // descriptor was made non-blocking by its creator: wait in `poll` instead.
-                if !self.read_some(true)? {
+                // The common case. A reader blocked in `recvmsg` would also be woken each
+                // time the peer consumes what this end sent (the kernel signals free room on
+                // the same wait queue, without a key), a wake-up for nothing that costs a
+                // context switch on the other core; a reader waiting in `poll` for `POLLIN`
+                // only wakes for data.
+                if !self.read_some(false)? {
                     self.wait(false, None)?;
                 }
                 continue;
