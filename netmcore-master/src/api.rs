@@ -181,6 +181,7 @@ pub fn def_process(
     };
     let (fork_point, join_point) = defs.registry.def_process();
     defs.bodies.insert(fork_point, Arc::new(body));
+    defs.changed();
     Ok((fork_point, join_point))
 }
 

@@ -64,6 +64,7 @@ mod state;
     reason = "the fork, guardian and mapping wrappers; each block has its SAFETY comment"
 )]
 mod sys;
+mod warm;
 mod worker;
 
 pub use admin::{

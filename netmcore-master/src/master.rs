@@ -52,7 +52,16 @@ use crate::guardian::Guardian;
 use crate::signals::{self, Signals};
 use crate::state::{self, Body, Definitions, Mapped, Role};
 use crate::sys::{self, Forked};
+use crate::warm::{Warm, WarmPool};
 use crate::{Error, Result, worker};
+
+/// The largest argument handed to a warm worker. A larger one (it came in a memfd) would be
+/// copied into a new memfd and out of it again; a child forked now has it without a copy.
+const WARM_ARG_LIMIT: usize = netmcore_ipc::channel::DEFAULT_MEMFD_THRESHOLD;
+
+/// A worker waiting for a response busy-polls for this fraction of the master's time: the
+/// master answers within microseconds when it is awake.
+const WORKER_SPIN_DIVISOR: u32 = 3;
 
 /// The exit code of a child that finds its master gone right after the fork.
 const EXIT_ORPHAN: i32 = 70;
@@ -115,6 +124,10 @@ pub(crate) struct Master {
     guardian: Option<Guardian>,
     // Admin socket: `admin.sock`, bound once the directory is locked.
     admin: Option<AdminServer>,
+    /// Workers forked ahead of time (see `warm.rs`).
+    warm: WarmPool,
+    /// How long the loop keeps polling without sleeping after an event.
+    busy_poll: Duration,
 }
 
 impl Master {
@@ -139,6 +152,8 @@ impl Master {
             nofile: None,
             guardian: None,
             admin: None,
+            warm: WarmPool::new(config.warm_workers),
+            busy_poll: config.busy_poll_time(),
         }
     }
 
@@ -240,6 +255,7 @@ impl Master {
             return;
         }
         self.terminated = Some(Instant::now());
+        self.warm.retire_all();
         self.signal_all(Signal::TERM);
     }
 
@@ -299,23 +315,63 @@ impl Master {
         let mut ready: Vec<(ProcessId, PollFlags, PollFlags)> = Vec::new();
         // Admin socket: the events of its descriptors, in `AdminServer::push_poll_fds` order.
         let mut admin_ready: Vec<PollFlags> = Vec::new();
+        // Warm workers that exited.
+        let mut warm_ready: Vec<Pid> = Vec::new();
+        let mut last_event = Instant::now();
         while !self.done() {
             let due = self.deadlines(Instant::now());
             // Admin socket: a client's deadline wakes the loop too.
             let due = admin::earliest(due, self.admin.as_ref().and_then(AdminServer::deadline));
-            let timeout = due.map(|at| timespec(at.saturating_duration_since(Instant::now())));
+            let mut timeout = due.map(|at| timespec(at.saturating_duration_since(Instant::now())));
             if self.done() {
                 break;
             }
+            // Warm workers forked before a change of the definitions go at once.
+            self.warm.retire_stale(self.defs.generation);
+            // A warm worker is forked only when nothing else waits: look without blocking.
+            let prefork = self.warm_wanted();
+            // Busy-poll: right after an event, look again without sleeping for a while (the
+            // next request of a conversation is usually on its way).
+            if !self.busy_poll.is_zero() && last_event.elapsed() < self.busy_poll {
+                timeout = Some(Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                });
+            }
+            if prefork {
+                timeout = Some(Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                });
+            }
             ready.clear();
-            let signal_ready = match self.poll_once(timeout.as_ref(), &mut ready, &mut admin_ready)
-            {
+            warm_ready.clear();
+            let signal_ready = match self.poll_once(
+                timeout.as_ref(),
+                &mut ready,
+                &mut admin_ready,
+                &mut warm_ready,
+            ) {
                 Ok(signal_ready) => signal_ready,
                 Err(e) => {
                     self.abort(Error::io("poll", "worker channels", e));
                     break;
                 }
             };
+            let idle = !signal_ready
+                && ready.is_empty()
+                && warm_ready.is_empty()
+                && admin_ready.iter().all(PollFlags::is_empty);
+            if !idle {
+                last_event = Instant::now();
+            }
+            if prefork && idle {
+                self.prefork();
+                continue;
+            }
+            for &unix in &warm_ready {
+                self.warm.reap(unix);
+            }
             if signal_ready && let Some(signal) = self.signals.as_ref().and_then(Signals::take) {
                 self.stop_by_signal(signal);
             }
@@ -364,8 +420,9 @@ impl Master {
         timeout: Option<&Timespec>,
         ready: &mut Vec<(ProcessId, PollFlags, PollFlags)>,
         admin_ready: &mut Vec<PollFlags>,
+        warm_ready: &mut Vec<Pid>,
     ) -> std::io::Result<bool> {
-        let mut fds = Vec::with_capacity(1 + 2 * self.workers.len());
+        let mut fds = Vec::with_capacity(1 + 2 * self.workers.len() + self.warm.len());
         if let Some(signals) = &self.signals {
             fds.push(PollFd::new(signals.fd(), PollFlags::IN));
         }
@@ -378,6 +435,9 @@ impl Master {
                 }
                 fds.push(PollFd::new(channel, events));
             }
+        }
+        for (_, pidfd) in self.warm.pidfds() {
+            fds.push(PollFd::new(pidfd, PollFlags::IN));
         }
         // Admin socket: its descriptors go last, and their events are the last ones.
         let admin_fds = self.admin.as_ref().map_or(0, AdminServer::poll_fd_count);
@@ -406,12 +466,18 @@ impl Master {
                 ready.push((*pid, exit, channel));
             }
         }
+        for (unix, _) in self.warm.pidfds() {
+            if events.next().is_some_and(|e| !e.is_empty()) {
+                warm_ready.push(unix);
+            }
+        }
         Ok(signal_ready)
     }
 
     /// Kills every worker and reaps them, after an error of the loop itself.
     fn abort(&mut self, e: Error) {
         self.fail(e);
+        self.warm.shut_down();
         self.signal_all(Signal::KILL);
         let pids: Vec<ProcessId> = self.workers.keys().copied().collect();
         for pid in pids {
@@ -723,18 +789,36 @@ impl Master {
         let Some(body) = self.defs.bodies.get(&fork_point).cloned() else {
             return Err(Error::NoResource(fork_point));
         };
-        let (ours, theirs) = Channel::pair().map_err(|e| from_ipc("socketpair", e))?;
         let started = self.defs.registry.start(fork_point, inherit, by)?;
         let pid = started.pid;
         let inherited: Vec<ResId> = started.inherited.iter().map(|(id, _)| *id).collect();
+        let arg = match self.hand_to_warm(pid, fork_point, arg, inherited.clone()) {
+            Ok(()) => {
+                verbose!(
+                    pid = pid.0,
+                    "{pid} runs in a warm worker, through {fork_point} for {by}"
+                );
+                return Ok(pid);
+            }
+            Err(arg) => arg,
+        };
+        let (ours, theirs) = match Channel::pair() {
+            Ok(pair) => pair,
+            Err(e) => {
+                let actions = self.defs.registry.finished(pid, None);
+                self.perform(actions);
+                return Err(from_ipc("socketpair", e));
+            }
+        };
         // Output buffered in the master must not be written once more by the child.
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
         match sys::fork() {
             Ok(Forked::Child) => {
                 drop(ours);
+                self.leave_master();
                 self.keep_inherited_mappings(&inherited);
-                self.become_worker(pid, theirs, &body, arg)
+                self.run_process(pid, theirs, &body, arg)
             }
             Ok(Forked::Parent(unix)) => {
                 drop(theirs);
@@ -779,8 +863,134 @@ impl Master {
         }
     }
 
-    /// The child side of the fork path: never returns.
-    fn become_worker(&mut self, pid: ProcessId, channel: Channel, body: &Body, arg: Encap) -> ! {
+    /// Hands process `pid` to a warm worker of the current generation, if there is one;
+    /// gives `arg` back when there is none (or it could not be told).
+    fn hand_to_warm(
+        &mut self,
+        pid: ProcessId,
+        fork_point: ResId,
+        arg: Encap,
+        inherited: Vec<ResId>,
+    ) -> std::result::Result<(), Encap> {
+        if arg.as_bytes().len() > WARM_ARG_LIMIT {
+            return Err(arg);
+        }
+        let Some(mut warm) = self.warm.take(self.defs.generation) else {
+            return Err(arg);
+        };
+        let Some(mut channel) = warm.channel.take() else {
+            return Err(arg);
+        };
+        let run = Response::Run {
+            pid,
+            fork_point,
+            arg,
+            inherited,
+        };
+        if let Err(e) = channel.queue_msg(&run) {
+            tracing::warn!(error = %e, "cannot hand {pid} to a warm worker: forking instead");
+            self.warm.discard(warm);
+            let Response::Run { arg, .. } = run else {
+                unreachable!("built as a Run above")
+            };
+            return Err(arg);
+        }
+        self.workers.insert(
+            pid,
+            Slot {
+                unix: warm.unix,
+                pidfd: warm.pidfd,
+                channel: Some(channel),
+                reported: None,
+                awaiting_reply: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether the loop should fork a warm worker when it has nothing else to do.
+    fn warm_wanted(&self) -> bool {
+        self.terminated.is_none()
+            && self.stop.is_none()
+            && self.first_ended.is_none()
+            && self.warm.wanted(self.defs.generation)
+    }
+
+    /// Forks a warm worker of the current generation (retiring the stale ones).
+    fn prefork(&mut self) {
+        let generation = self.defs.generation;
+        self.warm.retire_stale(generation);
+        let (ours, theirs) = match Channel::pair() {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make a warm worker's channel: forking on demand from now on");
+                self.warm.disable();
+                return;
+            }
+        };
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        match sys::fork() {
+            Ok(Forked::Child) => {
+                drop(ours);
+                self.wait_for_process(theirs)
+            }
+            Ok(Forked::Parent(unix)) => {
+                drop(theirs);
+                match pidfd_open(unix, PidfdFlags::empty()) {
+                    Ok(pidfd) => self.warm.push(Warm {
+                        unix,
+                        pidfd,
+                        channel: Some(ours),
+                        generation,
+                    }),
+                    Err(e) => {
+                        let _ = rustix::process::kill_process(unix, Signal::KILL);
+                        let _ = rustix::process::waitpid(
+                            Some(unix),
+                            rustix::process::WaitOptions::empty(),
+                        );
+                        tracing::warn!(error = %e, "pidfd_open failed for a warm worker: forking on demand from now on");
+                        self.warm.disable();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fork a warm worker: forking on demand from now on");
+                self.warm.disable();
+            }
+        }
+    }
+
+    /// The child side of a warm worker: waits for its process, then runs it; never returns.
+    fn wait_for_process(&mut self, mut channel: Channel) -> ! {
+        self.leave_master();
+        match channel.recv_msg::<Response>() {
+            Ok(Response::Run {
+                pid,
+                fork_point,
+                arg,
+                inherited,
+            }) => {
+                self.keep_inherited_mappings(&inherited);
+                let Some(body) = self.defs.bodies.get(&fork_point).cloned() else {
+                    // The generation rules this out; report it rather than hang the joiner.
+                    worker::install(channel, pid);
+                    worker::finish(Outcome::Failed(format!(
+                        "no body for {fork_point} in this warm worker"
+                    )));
+                    std::process::exit(0)
+                };
+                self.run_process(pid, channel, &body, arg)
+            }
+            // Retired (the end of the stream), told to exit, or a master gone.
+            _ => std::process::exit(0),
+        }
+    }
+
+    /// The child side of a fork: closes everything of the master, arms the death signal and
+    /// becomes a worker.
+    fn leave_master(&mut self) {
         // Nothing of the master stays open here: its lock must go with it, and a sibling's
         // channel held here would hide that sibling's end from the master.
         self.lock = None;
@@ -792,6 +1002,7 @@ impl Master {
         drop(self.admin.take());
         signals::reset_in_child(self.signals.take());
         self.workers.clear();
+        self.warm.forget_in_child();
         // The pidfile is the master's to remove; this copy is forgotten, not removed.
         self.pidfile = None;
         // Die with the master. If it died between the fork and this call, the death signal
@@ -801,6 +1012,11 @@ impl Master {
             std::process::exit(EXIT_ORPHAN);
         }
         state::set_role(Role::Worker);
+    }
+
+    /// Runs process `pid` in this worker, then reports and exits.
+    fn run_process(&mut self, pid: ProcessId, mut channel: Channel, body: &Body, arg: Encap) -> ! {
+        channel.set_busy_poll(self.busy_poll / WORKER_SPIN_DIVISOR);
         worker::install(channel, pid);
         let outcome = worker::run_body(pid, body, arg);
         worker::finish(outcome);
@@ -908,6 +1124,7 @@ impl Master {
     /// destroys every object the master still holds (the process types stay defined),
     /// releases the directory, and gives the definitions back with `startup`'s result.
     pub(crate) fn finish(mut self) -> (Result<Option<Encap>>, Definitions) {
+        self.warm.shut_down();
         let first_result = self
             .first
             .and_then(|(pid, join_point)| self.defs.registry.join_nowait(join_point, pid));
@@ -1061,6 +1278,7 @@ pub(crate) fn create_preallocated_in(
                     handed_out: false,
                 },
             );
+            defs.changed();
             Ok((id, name))
         }
         Err(e) => {
@@ -1081,6 +1299,7 @@ pub(crate) fn destroy_in(
     match &destroy.desc {
         ResourceDesc::ForkPoint { .. } => {
             defs.bodies.remove(&destroy.id);
+            defs.changed();
             Ok(())
         }
         desc => {
@@ -1109,10 +1328,11 @@ fn forget_mapping(defs: &mut Definitions, id: ResId) {
     {
         return;
     }
-    if let Some(mapped) = defs.mappings.remove(&id)
-        && let Err(e) = sys::unmap_in_master(mapped.memory)
-    {
-        tracing::warn!(id = id.0, error = %e, "cannot unmap {id}");
+    if let Some(mapped) = defs.mappings.remove(&id) {
+        defs.changed();
+        if let Err(e) = sys::unmap_in_master(mapped.memory) {
+            tracing::warn!(id = id.0, error = %e, "cannot unmap {id}");
+        }
     }
 }
 

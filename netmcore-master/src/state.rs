@@ -71,6 +71,10 @@ pub(crate) struct Definitions {
     /// name). A destroyed one nobody here holds is removed and unmapped; a worker forked later
     /// revokes every entry it does not inherit.
     pub(crate) mappings: BTreeMap<ResId, Mapped>,
+    /// Counts the changes of what a forked worker can see of the definitions: a body defined
+    /// or dropped, a preallocated shm mapped or unmapped. A warm worker forked at an older
+    /// generation is stale and is never handed a process.
+    pub(crate) generation: u64,
 }
 
 /// A preallocated shm mapped in this process.
@@ -88,7 +92,13 @@ impl Definitions {
             registry: Registry::new(),
             bodies: BTreeMap::new(),
             mappings: BTreeMap::new(),
+            generation: 0,
         }
+    }
+
+    /// Records a change of what a forked worker can see (see `generation`).
+    pub(crate) fn changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 }
 

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use netmcore_encap::{ByteBuf, Encap};
 use netmcore_master::{
-    Config, Error, Role, def_process, join, join_nowait, role, self_process_id, start, startup,
-    startup_with_result,
+    Config, Error, Role, create_preallocated_shm, def_process, join, join_nowait, role,
+    self_process_id, start, start_with, startup, startup_with_result,
 };
-use netmcore_resources::{ProcessId, ResId};
+use netmcore_resources::{Inherit, ProcessId, ResId};
 use rustix::process::{Signal, getpid, getppid, kill_process};
 use support::{Case, alive, children, run_cases, wait_for_file, write_file};
 
@@ -49,6 +49,14 @@ fn main() -> std::process::ExitCode {
         Case {
             name: "a_global_changed_in_a_worker_keeps_its_master_value",
             run: a_global_changed_in_a_worker_keeps_its_master_value,
+        },
+        Case {
+            name: "warm_workers_run_processes_as_forks_of_the_current_master",
+            run: warm_workers_run_processes_as_forks_of_the_current_master,
+        },
+        Case {
+            name: "without_warm_workers_every_process_is_forked_on_demand",
+            run: without_warm_workers_every_process_is_forked_on_demand,
         },
         Case {
             name: "sigterm_stops_the_master_and_every_worker",
@@ -478,6 +486,136 @@ fn a_global_changed_in_a_worker_keeps_its_master_value() {
     let result = startup_with_result(Config::new(&sock), || start(first, wrap!(&())));
     let (own, seen): (u64, u64) = result.unwrap().unwrap().unwrap().unwrap();
     assert_eq!((own, seen), (2, 3));
+    assert_no_children();
+}
+
+/// The Unix pids of the children of process `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .expect("/proc/<pid>/task/<pid>/children");
+    text.split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+/// In a worker: the master's children once `until` holds for them, none being a zombie
+/// (or, after ten seconds, as they are).
+fn master_children(until: impl Fn(&[u32]) -> bool) -> Vec<u32> {
+    let master = getppid().expect("a parent").as_raw_pid().unsigned_abs();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = children_of(master);
+        let settled = now.iter().all(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        });
+        if (settled && until(&now)) || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A process that reports its Unix pid, the global's value, and whether it maps the
+/// preallocated shm `id` (writing and reading it back when it does).
+fn def_probe() -> (ResId, ResId) {
+    def_process(|arg| {
+        let id: Option<ResId> = arg.unwrap().unwrap();
+        let maps = id.map(|id| match netmcore_master::get_resource(id) {
+            Ok(resource) => match resource.repr() {
+                netmcore_master::ResourceRepr::PosixShmPreallocated { memory, .. } => {
+                    let word = memory.atomic_u64_at(0).expect("aligned");
+                    word.store(0xfeed, Ordering::SeqCst);
+                    word.load(Ordering::SeqCst) == 0xfeed
+                }
+                _ => false,
+            },
+            Err(_) => false,
+        });
+        wrap!(&(std::process::id(), GLOBAL.load(Ordering::SeqCst), maps))
+    })
+    .unwrap()
+}
+
+type Probe = (u32, u64, Option<bool>);
+
+fn warm_workers_run_processes_as_forks_of_the_current_master() {
+    let (probe, probe_jp) = def_probe();
+    let (first, _) = def_process(move |_| {
+        let run = |id: Option<ResId>| -> Probe {
+            let inherit = id.map_or(Inherit::Nothing, |id| Inherit::Resources(vec![id]));
+            let pid = start_with(probe, wrap!(&id), inherit).unwrap();
+            join(probe_jp, pid).unwrap().unwrap().unwrap().unwrap()
+        };
+        // A global this worker changes: the processes it starts see the master's value.
+        GLOBAL.store(2, Ordering::SeqCst);
+        let before = master_children(|now| now.len() == 4);
+        let plain = run(None);
+        // A region created now changes what a fork sees: the warm workers forked before are
+        // retired, and the process that inherits it runs in a newer one that maps it.
+        let (id, _) = create_preallocated_shm("/netmcore-test-warm-", 4096).unwrap();
+        let after = master_children(|now| {
+            now.len() == 4 && now.iter().filter(|p| before.contains(p)).count() == 2
+        });
+        let inheriting = run(Some(id));
+        let finally = master_children(|now| !now.contains(&inheriting.0));
+        wrap!(&(before, plain, after, inheriting, finally))
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    GLOBAL.store(3, Ordering::SeqCst);
+    let result = startup_with_result(Config::new(&sock).warm_workers(2), || {
+        start(first, wrap!(&()))
+    });
+    type Seen = (Vec<u32>, Probe, Vec<u32>, Probe, Vec<u32>);
+    let (before, plain, after, inheriting, finally): Seen =
+        result.unwrap().unwrap().unwrap().unwrap();
+    // The guardian, the first process and two warm workers.
+    assert_eq!(before.len(), 4, "{before:?}");
+    assert!(
+        before.contains(&plain.0),
+        "{plain:?} ran in a warm worker of {before:?}"
+    );
+    assert_eq!((plain.1, plain.2), (3, None));
+    // Stale warm workers are gone, two new ones wait, and one of them ran the process.
+    assert_eq!(after.len(), 4, "{after:?}");
+    assert!(!after.contains(&plain.0));
+    assert!(
+        before.iter().filter(|p| after.contains(p)).count() == 2,
+        "{before:?} {after:?}"
+    );
+    assert!(after.contains(&inheriting.0), "{inheriting:?} in {after:?}");
+    assert_eq!((inheriting.1, inheriting.2), (3, Some(true)));
+    assert!(!finally.contains(&inheriting.0));
+    assert_no_children();
+}
+
+fn without_warm_workers_every_process_is_forked_on_demand() {
+    let (probe, probe_jp) = def_probe();
+    let (first, _) = def_process(move |_| {
+        // Give a master that would fork warm workers the time to do it.
+        std::thread::sleep(Duration::from_millis(200));
+        let before = master_children(|now| now.len() == 2);
+        let pid = start(probe, wrap!(&None::<ResId>)).unwrap();
+        let probe: Probe = join(probe_jp, pid).unwrap().unwrap().unwrap().unwrap();
+        wrap!(&(before, probe))
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    GLOBAL.store(3, Ordering::SeqCst);
+    let result = startup_with_result(Config::new(&sock).warm_workers(0), || {
+        start(first, wrap!(&()))
+    });
+    let (before, probe): (Vec<u32>, Probe) = result.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!(
+        before.len(),
+        2,
+        "the guardian and the first process: {before:?}"
+    );
+    assert!(!before.contains(&probe.0));
+    assert_eq!((probe.1, probe.2), (3, None));
     assert_no_children();
 }
 

@@ -1,0 +1,167 @@
+//! Warm workers: children of the master forked ahead of time, while the master had nothing
+//! else to do, each waiting on its own channel to be handed one process.
+//!
+//! A `start` that finds a warm worker of the current generation sends it
+//! [`Response::Run`](netmcore_ipc::wire::Response::Run) (the process id, the fork point, the
+//! argument and the preallocated shm it inherits) instead of forking, so the fork is off the
+//! path from `start` to the body. The worker then does what a worker forked at that moment
+//! would do: it revokes the preallocated shm it does not inherit, runs the body once and
+//! exits. Whatever a fork can see of the master's definitions (the bodies, the preallocated
+//! shm mapped in the master) is counted by `Definitions::generation`; a warm worker of an
+//! older generation is retired, never used.
+//!
+//! Retiring a warm worker closes the master's end of its channel: the worker reads the end
+//! of the stream and exits. Its pidfd stays polled until it is reaped.
+
+use std::os::fd::OwnedFd;
+
+use netmcore_ipc::channel::Channel;
+use rustix::io::Errno;
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, pidfd_send_signal};
+
+/// The most warm workers the default keeps.
+const DEFAULT_MAX: usize = 8;
+
+/// A warm worker, as the master sees it.
+#[derive(Debug)]
+pub(crate) struct Warm {
+    pub(crate) unix: Pid,
+    pub(crate) pidfd: OwnedFd,
+    /// The master's end of its channel; `None` once retired.
+    pub(crate) channel: Option<Channel>,
+    /// The generation of the definitions it was forked at.
+    pub(crate) generation: u64,
+}
+
+/// The warm workers of a master.
+#[derive(Debug)]
+pub(crate) struct WarmPool {
+    /// How many ready warm workers the master keeps.
+    target: usize,
+    members: Vec<Warm>,
+}
+
+impl WarmPool {
+    /// A pool that keeps `target` warm workers (by default one per CPU, at most
+    /// [`DEFAULT_MAX`]).
+    pub(crate) fn new(target: Option<usize>) -> WarmPool {
+        let target = target.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(DEFAULT_MAX))
+        });
+        WarmPool {
+            target,
+            members: Vec::new(),
+        }
+    }
+
+    /// Stops forking warm workers (after a fork failed, say); those there stay usable.
+    pub(crate) fn disable(&mut self) {
+        self.target = 0;
+    }
+
+    /// Whether fewer than the target are ready at `generation`.
+    pub(crate) fn wanted(&self, generation: u64) -> bool {
+        self.ready(generation) < self.target
+    }
+
+    fn ready(&self, generation: u64) -> usize {
+        self.members
+            .iter()
+            .filter(|w| w.channel.is_some() && w.generation == generation)
+            .count()
+    }
+
+    /// Adds a freshly forked warm worker.
+    pub(crate) fn push(&mut self, warm: Warm) {
+        self.members.push(warm);
+    }
+
+    /// Takes a warm worker of `generation` out of the pool (retiring the stale ones).
+    pub(crate) fn take(&mut self, generation: u64) -> Option<Warm> {
+        self.retire_stale(generation);
+        let at = self
+            .members
+            .iter()
+            .position(|w| w.channel.is_some() && w.generation == generation)?;
+        Some(self.members.swap_remove(at))
+    }
+
+    /// Retires the warm workers forked at another generation than `generation`.
+    pub(crate) fn retire_stale(&mut self, generation: u64) {
+        for warm in &mut self.members {
+            if warm.generation != generation && warm.channel.take().is_some() {
+                tracing::trace!(
+                    unix_pid = warm.unix.as_raw_pid(),
+                    "retiring a stale warm worker"
+                );
+            }
+        }
+    }
+
+    /// Retires every warm worker.
+    pub(crate) fn retire_all(&mut self) {
+        for warm in &mut self.members {
+            warm.channel = None;
+        }
+    }
+
+    /// Takes back a warm worker that could not be handed its process: it is killed and
+    /// reaped like a retired one.
+    pub(crate) fn discard(&mut self, mut warm: Warm) {
+        warm.channel = None;
+        let _ = pidfd_send_signal(&warm.pidfd, Signal::KILL);
+        self.members.push(warm);
+    }
+
+    /// The pidfds to poll, with the Unix pid of each.
+    pub(crate) fn pidfds(&self) -> impl Iterator<Item = (Pid, &OwnedFd)> {
+        self.members.iter().map(|w| (w.unix, &w.pidfd))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Reaps the warm worker `unix` if it exited.
+    pub(crate) fn reap(&mut self, unix: Pid) {
+        let Some(at) = self.members.iter().position(|w| w.unix == unix) else {
+            return;
+        };
+        let warm = &self.members[at];
+        match rustix::process::waitid(
+            WaitId::PidFd(std::os::fd::AsFd::as_fd(&warm.pidfd)),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+        ) {
+            Ok(None) => return,
+            Ok(Some(_)) | Err(Errno::CHILD) => {}
+            Err(e) => {
+                tracing::error!(unix_pid = unix.as_raw_pid(), error = %e, "waitid failed");
+                return;
+            }
+        }
+        let warm = self.members.swap_remove(at);
+        if warm.channel.is_some() {
+            tracing::warn!(
+                unix_pid = unix.as_raw_pid(),
+                "a warm worker died before it was used"
+            );
+        }
+    }
+
+    /// Retires and kills every warm worker and waits for each (the end of the master).
+    pub(crate) fn shut_down(&mut self) {
+        for warm in self.members.drain(..) {
+            drop(warm.channel);
+            let _ = pidfd_send_signal(&warm.pidfd, Signal::KILL);
+            let _ = rustix::process::waitid(
+                WaitId::PidFd(std::os::fd::AsFd::as_fd(&warm.pidfd)),
+                WaitIdOptions::EXITED,
+            );
+        }
+    }
+
+    /// In a child right after the fork: forgets (closes) every descriptor of the pool.
+    pub(crate) fn forget_in_child(&mut self) {
+        self.members.clear();
+    }
+}
