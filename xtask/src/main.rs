@@ -4,6 +4,7 @@
 //! `#[test]`s in `tidy.rs`, so a plain `cargo test --workspace` keeps them.
 #![deny(unsafe_code)]
 
+mod bench;
 mod ci;
 mod leak_check;
 mod loom;
@@ -27,6 +28,9 @@ commands:
           ([--processes N] [--duration D] [--seed S]; default 10000 processes)
   leak-check  crash scenarios and the multi-process tests, checked for leftover shm
           objects, processes and descriptors
+  bench   the figures of DESIGN.md section 6 next to the machine's floors, as
+          `name value unit` lines, ratios and a table of targets met
+          ([--quick] under 30 s; [--json PATH] also writes them as JSON)
   help    print this text";
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Some("prop") => prop::run(&args[1..]),
         Some("stress") => stress::run(&args[1..]),
         Some("leak-check") => leak_check::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,0 +1,400 @@
+//! The figures of DESIGN.md §6, measured through the public API of the `netmcore` facade.
+//!
+//! Each function runs in a measuring process of its own (this program with `--child`): it
+//! defines its process types, becomes the master with [`netmcore::run`] (or `startup`) on a
+//! socket directory in a temporary directory, and its first process measures and returns one
+//! value per repetition. The measuring process allocates nothing big before `startup`, so the
+//! master stays small (a fork copies its page tables); big buffers live in the workers.
+//!
+//! `startup_shutdown_ms` is timed by the driver around a whole run of this program
+//! ([`startup_once`] is that run's body).
+
+use std::hint::black_box;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail, ensure};
+use netmcore::process::{self, ProcessType};
+use netmcore::{Config, Inherit, ResId, ResourceRepr, SharedMemory};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::floors::{MEMORY_BYTES, sum_words};
+use crate::{Sample, Scale, Setting, sys};
+
+/// How many trivial processes `parallel_tasks_per_s` runs per repetition.
+const PARALLEL_TASKS: usize = 200;
+
+/// The heap of the big requester: 1 GiB.
+const BIG_HEAP: usize = 1 << 30;
+
+/// The size of the argument of `arg_64mib_mb_s`: 64 MiB.
+const ARG_BYTES: usize = 64 << 20;
+
+/// What a measuring first process is told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Plan {
+    /// Repetitions, each giving one value.
+    reps: usize,
+    /// Operations per repetition.
+    batch: usize,
+    /// Operations before the first repetition, not measured.
+    warmup: usize,
+}
+
+/// What a measuring process's body returns: one value per repetition, or what went wrong.
+type Values = Result<Vec<f64>, String>;
+
+/// Turns a body's `anyhow` outcome into what travels back to the master.
+fn report(outcome: anyhow::Result<Vec<f64>>) -> Values {
+    outcome.map_err(|e| format!("{e:#}"))
+}
+
+/// Runs `first` with `arg` as the first process of a master on a fresh socket directory and
+/// returns its values.
+fn under_master<A>(first: &ProcessType<A, Values>, arg: &A) -> anyhow::Result<Vec<f64>>
+where
+    A: Serialize + DeserializeOwned + 'static,
+{
+    let dir = tempfile::tempdir().context("a temporary directory")?;
+    let outcome = netmcore::run(Config::new(dir.path().join("sockets")), first, arg)
+        .context("netmcore::run")?;
+    match outcome {
+        Some(values) => values.map_err(|e| anyhow::anyhow!("{e}")),
+        None => bail!("the measuring process ended without a result (a panic?)"),
+    }
+}
+
+/// Names every value `name`.
+fn named(name: &'static str, values: Vec<f64>) -> Vec<Sample> {
+    values
+        .into_iter()
+        .map(|value| Sample { name, value })
+        .collect()
+}
+
+/// Starts and joins one trivial process; its join must give its result.
+fn spawn_join_once(noop: ProcessType<(), ()>) -> anyhow::Result<()> {
+    let pid = noop.start(&()).context("start")?;
+    noop.join(pid)
+        .context("join")?
+        .context("a trivial process ended without a result")
+}
+
+/// `plan.warmup` spawn+joins, then `plan.reps` batches of `plan.batch`; µs per spawn+join.
+fn spawn_join_loop(noop: ProcessType<(), ()>, plan: &Plan) -> anyhow::Result<Vec<f64>> {
+    for _ in 0..plan.warmup {
+        spawn_join_once(noop)?;
+    }
+    let mut values = Vec::with_capacity(plan.reps);
+    for _ in 0..plan.reps {
+        let start = Instant::now();
+        for _ in 0..plan.batch {
+            spawn_join_once(noop)?;
+        }
+        values.push(crate::micros_per(start, plan.batch));
+    }
+    Ok(values)
+}
+
+/// The plan of the two spawn+join figures.
+fn spawn_join_plan(setting: &Setting) -> Plan {
+    Plan {
+        reps: setting.reps,
+        batch: setting.pick(Scale {
+            quick: 100,
+            full: 1_000,
+        }),
+        warmup: 50,
+    }
+}
+
+/// `spawn_join_us`: a worker starts and joins a trivial typed process, sequentially.
+pub fn spawn_join(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let noop = process::def_process(|(): ()| ())?;
+    let measure = process::def_process(move |plan: Plan| report(spawn_join_loop(noop, &plan)))?;
+    let values = under_master(&measure, &spawn_join_plan(setting))?;
+    Ok(named("spawn_join_us", values))
+}
+
+/// `spawn_join_big_requester_us`: the same, from a worker that first allocated and touched
+/// 1 GiB of heap. The requester is big; the master, which forks, is not.
+pub fn spawn_join_big_requester(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let noop = process::def_process(|(): ()| ())?;
+    let measure = process::def_process(move |plan: Plan| {
+        let mut heap = vec![1u8; BIG_HEAP];
+        for (i, byte) in heap.iter_mut().enumerate().step_by(4096) {
+            *byte = i.to_le_bytes()[2];
+        }
+        black_box(&mut heap);
+        let values = spawn_join_loop(noop, &plan);
+        black_box(&heap);
+        report(values)
+    })?;
+    let values = under_master(&measure, &spawn_join_plan(setting))?;
+    Ok(named("spawn_join_big_requester_us", values))
+}
+
+/// `parallel_tasks_per_s`: 200 trivial processes in waves of the core count (start as many
+/// as there are cores, join them all, repeat); tasks per second.
+pub fn parallel(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let noop = process::def_process(|(): ()| ())?;
+    let measure = process::def_process(move |plan: Plan| {
+        let wave = |size: usize| -> anyhow::Result<()> {
+            let pids = (0..size)
+                .map(|_| noop.start(&()).context("start"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for pid in pids {
+                noop.join(pid)
+                    .context("join")?
+                    .context("a trivial process ended without a result")?;
+            }
+            Ok(())
+        };
+        let run = || -> anyhow::Result<Vec<f64>> {
+            wave(plan.warmup)?;
+            let mut values = Vec::with_capacity(plan.reps);
+            for _ in 0..plan.reps {
+                let start = Instant::now();
+                let mut left = plan.batch;
+                while left > 0 {
+                    let size = left.min(cores);
+                    wave(size)?;
+                    left -= size;
+                }
+                values.push(plan.batch as f64 / start.elapsed().as_secs_f64());
+            }
+            Ok(values)
+        };
+        report(run())
+    })?;
+    let plan = Plan {
+        reps: setting.reps,
+        batch: PARALLEL_TASKS,
+        warmup: cores,
+    };
+    let values = under_master(&measure, &plan)?;
+    Ok(named("parallel_tasks_per_s", values))
+}
+
+/// What the holder of `get_release_us` is told: where to make its file, and the plan of the
+/// process that gets and releases it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Holding {
+    path: std::path::PathBuf,
+    plan: Plan,
+}
+
+/// `get_release_us`: `get_resource` + `release` by a worker, of a file that another worker
+/// holds all along (so a release never destroys it); µs per pair.
+///
+/// The first process is the holder: it makes a file, registers it with `manage_file`, starts
+/// the looping process with the id, joins it, and releases the file.
+pub fn get_release(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let looper = process::def_process(|(id, plan): (ResId, Plan)| {
+        let pair = || -> anyhow::Result<()> {
+            netmcore::get_resource(id).context("get_resource")?;
+            netmcore::release(id).context("release")
+        };
+        let run = || -> anyhow::Result<Vec<f64>> {
+            for _ in 0..plan.warmup {
+                pair()?;
+            }
+            let mut values = Vec::with_capacity(plan.reps);
+            for _ in 0..plan.reps {
+                let start = Instant::now();
+                for _ in 0..plan.batch {
+                    pair()?;
+                }
+                values.push(crate::micros_per(start, plan.batch));
+            }
+            Ok(values)
+        };
+        report(run())
+    })?;
+    let holder = process::def_process(move |holding: Holding| {
+        let run = || -> anyhow::Result<Vec<f64>> {
+            std::fs::write(&holding.path, b"held")
+                .with_context(|| format!("create {}", holding.path.display()))?;
+            let file = netmcore::manage_file(&holding.path).context("manage_file")?;
+            let pid = looper
+                .start(&(file.id(), holding.plan.clone()))
+                .context("start")?;
+            let values = looper.join(pid).context("join")?;
+            file.release().context("release of the held file")?;
+            values
+                .context("the looping process ended without a result")?
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        };
+        report(run())
+    })?;
+    let dir = tempfile::tempdir().context("a temporary directory")?;
+    let holding = Holding {
+        path: dir.path().join("held"),
+        plan: Plan {
+            reps: setting.reps,
+            batch: setting.pick(Scale {
+                quick: 1_000,
+                full: 10_000,
+            }),
+            warmup: 500,
+        },
+    };
+    let values = under_master(&holder, &holding)?;
+    ensure!(
+        !holding.path.exists(),
+        "the held file outlived its last release"
+    );
+    Ok(named("get_release_us", values))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process of the host.
+fn monotonic_ns() -> i128 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    i128::from(now.tv_sec) * 1_000_000_000 + i128::from(now.tv_nsec)
+}
+
+/// `arg_64mib_mb_s`: starting a process with a 64 MiB `Vec<u8>` argument until its body has
+/// the decoded vector. The requester reads CLOCK_MONOTONIC just before `start`, the body as
+/// its first act, and returns it. MB = 1e6 bytes.
+pub fn arg_64mib(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let taker = process::def_process(|arg: Vec<u8>| -> (i128, usize) {
+        let now = monotonic_ns();
+        (now, black_box(&arg).len())
+    })?;
+    let measure = process::def_process(move |plan: Plan| {
+        let run = || -> anyhow::Result<Vec<f64>> {
+            // Built before any timer starts.
+            let payload: Vec<u8> = (0..ARG_BYTES)
+                .map(|i| u8::try_from(i % 251).unwrap_or(0))
+                .collect();
+            let once = || -> anyhow::Result<f64> {
+                let before = monotonic_ns();
+                let pid = taker.start(&payload).context("start")?;
+                let (arrived, len) = taker
+                    .join(pid)
+                    .context("join")?
+                    .context("the receiving process ended without a result")?;
+                ensure!(
+                    len == ARG_BYTES,
+                    "the body got {len} bytes, not {ARG_BYTES}"
+                );
+                let seconds = (arrived - before) as f64 / 1e9;
+                Ok(ARG_BYTES as f64 / 1e6 / seconds)
+            };
+            for _ in 0..plan.warmup {
+                once()?;
+            }
+            (0..plan.reps).map(|_| once()).collect()
+        };
+        report(run())
+    })?;
+    let plan = Plan {
+        reps: setting.reps,
+        batch: 1,
+        warmup: 1,
+    };
+    let values = under_master(&measure, &plan)?;
+    Ok(named("arg_64mib_mb_s", values))
+}
+
+/// What the coordinator of `shm_pass_mb_s` is told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pass {
+    region: ResId,
+    expected: u64,
+    plan: Plan,
+}
+
+/// The memory of preallocated region `id` as this process maps it.
+fn memory_of(id: ResId) -> anyhow::Result<SharedMemory> {
+    let resource = netmcore::get_resource(id).context("get_resource")?;
+    match resource.repr() {
+        ResourceRepr::PosixShmPreallocated { memory, .. } => Ok(*memory),
+        other => bail!("{id} is not preallocated shared memory but {other:?}"),
+    }
+}
+
+/// `shm_pass_mb_s`: a fresh worker per repetition sums (wrapping, as `u64` words) a 64 MiB
+/// preallocated shm that the master filled before `startup`. Timed in the worker from its
+/// first access (`get_resource` included, and the page faults) to the end of the sum.
+pub fn shm_pass(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let summer = process::def_process(|region: ResId| -> Result<(u64, u64), String> {
+        let run = || -> anyhow::Result<(u64, u64)> {
+            let start = Instant::now();
+            let words = sys::shm_words(memory_of(region)?);
+            let sum = black_box(sum_words(black_box(words)));
+            let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            Ok((nanos, sum))
+        };
+        run().map_err(|e| format!("{e:#}"))
+    })?;
+    let coordinator = process::def_process(move |pass: Pass| {
+        let once = || -> anyhow::Result<f64> {
+            let pid = summer
+                .start_with(&pass.region, Inherit::Resources(vec![pass.region]))
+                .context("start_with")?;
+            let (nanos, sum) = summer
+                .join(pid)
+                .context("join")?
+                .context("the summing process ended without a result")?
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            ensure!(
+                sum == pass.expected,
+                "the worker summed {sum:#x}, the master wrote {:#x}",
+                pass.expected
+            );
+            Ok(MEMORY_BYTES as f64 / 1e6 / (nanos as f64 / 1e9))
+        };
+        let run = || -> anyhow::Result<Vec<f64>> {
+            for _ in 0..pass.plan.warmup {
+                once()?;
+            }
+            (0..pass.plan.reps).map(|_| once()).collect()
+        };
+        report(run())
+    })?;
+
+    // The region is created and filled here, before `startup`: it is a shared mapping, which a
+    // fork does not copy page by page, so the master stays small.
+    let prefix = format!("/{}shm-", crate::object_prefix());
+    let (region, _name) = netmcore::create_preallocated_shm(&prefix, MEMORY_BYTES)
+        .context("create_preallocated_shm")?;
+    let words = memory_of(region)?
+        .as_atomic_u64s()
+        .context("a page-aligned region")?;
+    let mut expected = 0u64;
+    for (i, word) in (0u64..).zip(words) {
+        let value = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        word.store(value, Ordering::Relaxed);
+        expected = expected.wrapping_add(value);
+    }
+    let pass = Pass {
+        region,
+        expected,
+        plan: Plan {
+            reps: setting.reps,
+            batch: 1,
+            warmup: 1,
+        },
+    };
+    let values = under_master(&coordinator, &pass)?;
+    Ok(named("shm_pass_mb_s", values))
+}
+
+/// The body of one run of `startup_shutdown_ms`: a whole program whose first process returns
+/// at once. Prints `startup_shutdown_inproc_ms`, the `netmcore::run` call alone.
+pub fn startup_once() -> anyhow::Result<Vec<Sample>> {
+    let noop = process::def_process(|(): ()| ())?;
+    let dir = tempfile::tempdir().context("a temporary directory")?;
+    let config = Config::new(dir.path().join("sockets"));
+    let start = Instant::now();
+    let outcome = netmcore::run(config, &noop, &()).context("netmcore::run")?;
+    let millis = start.elapsed().as_secs_f64() * 1e3;
+    outcome.context("the first process ended without a result")?;
+    Ok(vec![Sample {
+        name: "startup_shutdown_inproc_ms",
+        value: millis,
+    }])
+}
