@@ -58,6 +58,11 @@ pub(crate) struct Guardian {
 }
 
 impl Guardian {
+    /// The write end of the pipe (for a forked child that closes it by number).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.pipe)
+    }
+
     /// Forks the guardian of the master whose socket directory is `dir`. `master_fds` are
     /// descriptors of the master (its lock) that the guardian must not keep even if they are
     /// numbered 0, 1 or 2.

@@ -991,20 +991,42 @@ impl Master {
     /// The child side of a fork: closes everything of the master, arms the death signal and
     /// becomes a worker.
     fn leave_master(&mut self) {
-        // Nothing of the master stays open here: its lock must go with it, and a sibling's
-        // channel held here would hide that sibling's end from the master.
-        self.lock = None;
-        self.ledger = None;
-        // Only the master may hold the guardian's pipe: its end tells the guardian the master
-        // is gone.
-        self.guardian = None;
-        // Admin socket: the child keeps none of its descriptors (the file stays the master's).
-        drop(self.admin.take());
-        signals::reset_in_child(self.signals.take());
-        self.workers.clear();
+        // Nothing of the master stays open here: its lock must go with it, a sibling's channel
+        // held here would hide that sibling's end from the master, and only the master may
+        // hold the guardian's pipe (its end tells the guardian the master is gone). The admin
+        // socket's file stays the master's. The descriptors are closed by number and their
+        // owners forgotten: dropping the tables would free memory, writing to pages this
+        // child shares with the master, each write a page copy.
+        let mut fds = Vec::with_capacity(8 + 2 * (self.workers.len() + self.warm.len()));
+        fds.extend(self.lock.as_ref().map(AsRawFd::as_raw_fd));
+        fds.extend(
+            self.ledger
+                .as_ref()
+                .map(|ledger| std::os::fd::AsFd::as_fd(ledger).as_raw_fd()),
+        );
+        fds.extend(self.guardian.as_ref().map(Guardian::raw_fd));
+        if let Some(admin) = &self.admin {
+            admin.raw_fds(&mut fds);
+        }
+        for slot in self.workers.values() {
+            fds.push(slot.pidfd.as_raw_fd());
+            fds.extend(
+                slot.channel
+                    .as_ref()
+                    .map(|c| std::os::fd::AsFd::as_fd(c).as_raw_fd()),
+            );
+        }
+        self.warm.raw_fds(&mut fds);
+        sys::close_in_child(&fds);
+        std::mem::forget(self.lock.take());
+        std::mem::forget(self.ledger.take());
+        std::mem::forget(self.guardian.take());
+        std::mem::forget(self.admin.take());
+        std::mem::forget(std::mem::take(&mut self.workers));
         self.warm.forget_in_child();
+        signals::reset_in_child(self.signals.take());
         // The pidfile is the master's to remove; this copy is forgotten, not removed.
-        self.pidfile = None;
+        std::mem::forget(self.pidfile.take());
         // Die with the master. If it died between the fork and this call, the death signal
         // came too early for us: the parent is no longer the master.
         let armed = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));

@@ -11,6 +11,11 @@
 //! observe a half-updated state: [`fork`] is called between complete updates of the master's
 //! state, and the child leaves through `std::process::exit`.
 //!
+//! [`close_in_child`] closes, in a worker child right after the fork, the descriptors of
+//! values of the master that the child then forgets (never drops, never uses): closing by
+//! number spares the child the work of dropping the master's tables, whose frees would write
+//! to (and so copy) pages it shares with the master.
+//!
 //! [`close_fds_in_guardian`] closes descriptors that values of the master own; it is called
 //! only in the guardian child, which never returns into the frames holding those values and
 //! never drops them (it exits). [`revoke_in_worker`] replaces a shared mapping by an
@@ -72,6 +77,19 @@ pub(crate) fn close_fds_in_guardian(keep: &[RawFd]) {
         // guardian, which never again uses or drops the value that owned `fd` in the master
         // (it never returns into those frames and leaves through `exit`), so closing the
         // number leaves no owner behind that could close or use a reused number.
+        unsafe { rustix::io::close(fd) };
+    }
+}
+
+/// Closes `fds` in a child right after the fork.
+///
+/// The caller must be a worker child that forgets (`mem::forget`) every value owning one of
+/// `fds` right after this call, without using it: no owner is left that could close or use
+/// a number the child reuses later.
+pub(crate) fn close_in_child(fds: &[RawFd]) {
+    for &fd in fds {
+        // SAFETY: by this function's contract each owner of `fd` in this process is forgotten
+        // right after, never used or dropped, so closing the number leaves no owner behind.
         unsafe { rustix::io::close(fd) };
     }
 }

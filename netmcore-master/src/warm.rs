@@ -160,8 +160,19 @@ impl WarmPool {
         }
     }
 
-    /// In a child right after the fork: forgets (closes) every descriptor of the pool.
+    /// Every descriptor of the pool: pidfds and channels (for a forked child that closes them
+    /// by number).
+    pub(crate) fn raw_fds(&self, out: &mut Vec<std::os::fd::RawFd>) {
+        use std::os::fd::{AsFd, AsRawFd};
+        for warm in &self.members {
+            out.push(warm.pidfd.as_raw_fd());
+            out.extend(warm.channel.as_ref().map(|c| c.as_fd().as_raw_fd()));
+        }
+    }
+
+    /// In a child whose copies of the descriptors were closed by number: forgets the pool
+    /// without dropping it.
     pub(crate) fn forget_in_child(&mut self) {
-        self.members.clear();
+        std::mem::forget(std::mem::take(&mut self.members));
     }
 }

@@ -371,6 +371,14 @@ pub struct Ledger {
     path: PathBuf,
 }
 
+/// The ledger's open file, e.g. for a forked child that must close it without touching the
+/// ledger.
+impl std::os::fd::AsFd for Ledger {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 impl Ledger {
     /// Opens the ledger in the socket directory `dir` for appending, creating it with mode
     /// `0600` (and the header line) if it does not exist.
