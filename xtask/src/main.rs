@@ -28,7 +28,7 @@ commands:
           ([--processes N] [--duration D] [--seed S]; default 10000 processes)
   leak-check  crash scenarios and the multi-process tests, checked for leftover shm
           objects, processes and descriptors
-  bench   the figures of DESIGN.md section 6 next to the machine's floors, as
+  bench   the performance figures (README, Performance) next to the machine's floors, as
           `name value unit` lines, ratios and a table of targets met
           ([--quick] under 30 s; [--json PATH] also writes them as JSON)
   help    print this text";
