@@ -4,6 +4,8 @@ use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::Range;
+use std::sync::Arc;
 
 use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -23,12 +25,16 @@ const INITIAL_PAYLOAD_CAPACITY: usize = 64;
 /// copy, [`from_vec`](Encap::from_vec) takes one in without a copy, and
 /// [`unwrap`](Encap::unwrap) decodes straight from it.
 ///
+/// An envelope decoded from a large received message may stay in that message's buffer
+/// instead of being copied out of it ([`is_shared`](Encap::is_shared),
+/// [`with_shared_source`]).
+///
 /// Two `Encap`s are equal when their envelopes are byte for byte equal. `Debug` shows the type
 /// name, identity and payload length, never the payload.
 #[derive(Clone)]
 pub struct Encap {
     /// The whole envelope, exactly what `as_bytes` returns.
-    bytes: Vec<u8>,
+    bytes: Storage,
     /// The type name, also inside `bytes`; kept apart so that `type_name` needs no utf-8 check.
     type_name: Cow<'static, str>,
     /// The type identity, also inside `bytes`.
@@ -75,7 +81,7 @@ impl Encap {
             })?;
         envelope::finish(&mut bytes, payload_start);
         Ok(Encap {
-            bytes,
+            bytes: Storage::Owned(bytes),
             type_name: Cow::Borrowed(type_name),
             type_identity,
             payload_start,
@@ -148,26 +154,84 @@ impl Encap {
     /// The length of the serialized value in bytes (the envelope without its header).
     #[must_use]
     pub fn payload_len(&self) -> usize {
-        self.bytes.len() - self.payload_start
+        self.bytes.as_slice().len() - self.payload_start
     }
 
     /// The whole envelope: header and payload, ready to send.
     #[must_use]
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        self.bytes.as_slice()
     }
 
     /// A copy of the whole envelope; [`as_bytes`](Encap::as_bytes) and
     /// [`into_bytes`](Encap::into_bytes) avoid the copy.
     #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.bytes.clone()
+        self.bytes.as_slice().to_vec()
     }
 
-    /// The whole envelope, without a copy.
+    /// The whole envelope, without a copy (with one when it lies in a shared buffer, see
+    /// [`is_shared`](Encap::is_shared)).
     #[must_use]
     pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
+        match self.bytes {
+            Storage::Owned(bytes) => bytes,
+            shared @ Storage::Shared { .. } => shared.as_slice().to_vec(),
+        }
+    }
+
+    /// Checks that `owner`'s bytes in `range` are exactly one envelope and makes an `Encap`
+    /// of them without a copy: the `Encap` (and each of its clones) keeps `owner` alive.
+    ///
+    /// Deserializing an `Encap` inside [`with_shared_source`] does this on its own; a
+    /// large message mapped from a memfd is how netmcore uses it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use netmcore_encap::Encap;
+    ///
+    /// let message: Arc<Vec<u8>> = Arc::new(Encap::wrap(&vec![7u8; 1000])?.into_bytes());
+    /// let len = message.len();
+    /// let encap = Encap::from_shared(message, 0..len)?;
+    /// assert!(encap.is_shared());
+    /// assert_eq!(encap.unwrap::<Vec<u8>>()?, vec![7u8; 1000]);
+    /// # Ok::<(), netmcore_encap::EncapError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`from_bytes`](Encap::from_bytes); a range outside `owner`'s bytes is
+    /// [`EncapError::Truncated`].
+    pub fn from_shared(owner: SharedBytes, range: Range<usize>) -> Result<Encap, EncapError> {
+        let all: &[u8] = (*owner).as_ref();
+        let Some(bytes) = all.get(range.clone()) else {
+            return Err(EncapError::Truncated {
+                part: "envelope",
+                needed: range.end as u64,
+                available: all.len() as u64,
+            });
+        };
+        let header = envelope::parse(bytes)?;
+        let type_name = Cow::Owned(header.type_name.to_owned());
+        let type_identity = header.type_identity;
+        let payload_start = header.payload_start;
+        Ok(Encap {
+            bytes: Storage::Shared {
+                owner,
+                start: range.start,
+                len: range.len(),
+            },
+            type_name,
+            type_identity,
+            payload_start,
+        })
+    }
+
+    /// Whether the envelope lies in a buffer shared with others (see
+    /// [`from_shared`](Encap::from_shared)) rather than in a buffer of its own.
+    #[must_use]
+    pub fn is_shared(&self) -> bool {
+        matches!(self.bytes, Storage::Shared { .. })
     }
 
     /// Checks that `bytes` is exactly one envelope and copies it into a new `Encap`.
@@ -186,7 +250,7 @@ impl Encap {
             type_name: Cow::Owned(header.type_name.to_owned()),
             type_identity: header.type_identity,
             payload_start: header.payload_start,
-            bytes: bytes.to_vec(),
+            bytes: Storage::Owned(bytes.to_vec()),
         })
     }
 
@@ -201,7 +265,7 @@ impl Encap {
         let type_identity = header.type_identity;
         let payload_start = header.payload_start;
         Ok(Encap {
-            bytes,
+            bytes: Storage::Owned(bytes),
             type_name,
             type_identity,
             payload_start,
@@ -210,8 +274,104 @@ impl Encap {
 
     /// The payload: the serialized value without the envelope header.
     fn payload(&self) -> &[u8] {
-        self.bytes.get(self.payload_start..).unwrap_or_default()
+        self.bytes
+            .as_slice()
+            .get(self.payload_start..)
+            .unwrap_or_default()
     }
+}
+
+/// A buffer shared between owners, which [`Encap::from_shared`] and [`with_shared_source`]
+/// take: anything that shows its bytes (a `Vec<u8>`, a read-only mapping), behind an `Arc`.
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// Where an envelope's bytes are.
+#[derive(Clone)]
+enum Storage {
+    /// A buffer of its own.
+    Owned(Vec<u8>),
+    /// `len` bytes from `start` of a buffer shared with others.
+    Shared {
+        owner: SharedBytes,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl Storage {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Storage::Owned(bytes) => bytes,
+            Storage::Shared { owner, start, len } => (**owner)
+                .as_ref()
+                .get(*start..start.saturating_add(*len))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Envelopes smaller than this are copied even inside [`with_shared_source`]: a copy is
+/// cheaper than keeping a large buffer alive for a few bytes.
+const SHARE_AT_LEAST: usize = 64 * 1024;
+
+thread_local! {
+    /// The buffer [`with_shared_source`] decodes from, on this thread, while it runs.
+    static SOURCE: std::cell::RefCell<Option<SharedBytes>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `decode` on `owner`'s bytes; every `Encap` of at least 64 KiB that it deserializes
+/// from a slice of them shares `owner` instead of copying its envelope (see
+/// [`Encap::from_shared`]). Formats that hand serde slices of their input (postcard, which
+/// netmcore uses, does) benefit; the others are unaffected.
+///
+/// ```
+/// use std::sync::Arc;
+/// use netmcore_encap::{Encap, with_shared_source};
+///
+/// let big = Encap::wrap(&vec![1u8; 100_000])?;
+/// let message: Arc<Vec<u8>> = Arc::new(postcard_like_bytes(&big));
+/// let decoded: Encap = with_shared_source(message, |bytes| decode(bytes));
+/// assert!(decoded.is_shared());
+/// assert_eq!(decoded, big);
+///
+/// // A stand-in for a message format: the envelope as a serde byte string.
+/// fn postcard_like_bytes(encap: &Encap) -> Vec<u8> { encap.as_bytes().to_vec() }
+/// fn decode(bytes: &[u8]) -> Encap {
+///     use serde::de::{Deserialize, value::BorrowedBytesDeserializer};
+///     let de = BorrowedBytesDeserializer::<serde::de::value::Error>::new(bytes);
+///     Encap::deserialize(de).expect("an envelope")
+/// }
+/// # Ok::<(), netmcore_encap::EncapError>(())
+/// ```
+pub fn with_shared_source<R>(owner: SharedBytes, decode: impl FnOnce(&[u8]) -> R) -> R {
+    struct Restore(Option<SharedBytes>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            SOURCE.with(|source| *source.borrow_mut() = previous);
+        }
+    }
+    let previous = SOURCE.with(|source| source.borrow_mut().replace(Arc::clone(&owner)));
+    let _restore = Restore(previous);
+    decode((*owner).as_ref())
+}
+
+/// The shared buffer and range `bytes` lie in, when they lie in the buffer of the running
+/// [`with_shared_source`] and are large enough to share.
+fn shared_range(bytes: &[u8]) -> Option<(SharedBytes, Range<usize>)> {
+    if bytes.len() < SHARE_AT_LEAST {
+        return None;
+    }
+    SOURCE.with(|source| {
+        let source = source.borrow();
+        let owner = source.as_ref()?;
+        let all: &[u8] = (**owner).as_ref();
+        let base = all.as_ptr() as usize;
+        let at = (bytes.as_ptr() as usize).checked_sub(base)?;
+        let range = at..at.checked_add(bytes.len())?;
+        (range.end <= all.len()).then(|| (Arc::clone(owner), range))
+    })
 }
 
 /// `Encap::wrap` of a `Vec<u8>`, byte for byte what the serde path writes (the length as a
@@ -236,7 +396,7 @@ fn wrap_byte_vec(
     buf.extend_from_slice(bytes);
     envelope::finish(&mut buf, payload_start);
     Ok(Encap {
-        bytes: buf,
+        bytes: Storage::Owned(buf),
         type_name: Cow::Borrowed(type_name),
         type_identity,
         payload_start,
@@ -292,7 +452,7 @@ impl fmt::Debug for Encap {
 
 impl PartialEq for Encap {
     fn eq(&self, other: &Self) -> bool {
-        self.bytes == other.bytes
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -300,7 +460,7 @@ impl Eq for Encap {}
 
 impl Hash for Encap {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.bytes.hash(state);
+        self.as_bytes().hash(state);
     }
 }
 
@@ -333,7 +493,7 @@ impl From<Encap> for Vec<u8> {
 /// that binary formats copy it in one piece and it can travel inside other messages.
 impl Serialize for Encap {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&self.bytes)
+        serializer.serialize_bytes(self.as_bytes())
     }
 }
 
@@ -356,8 +516,14 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
         f.write_str("an encap envelope as a byte string")
     }
 
+    /// Bytes that lie in the buffer of a running [`with_shared_source`] are not copied: the
+    /// `Encap` takes a reference to that buffer and the range, whatever lifetime the
+    /// deserializer gives the slice (postcard hands out a slice of its input either way).
     fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Encap, E> {
-        Encap::from_bytes(bytes).map_err(E::custom)
+        match shared_range(bytes) {
+            Some((owner, range)) => Encap::from_shared(owner, range).map_err(E::custom),
+            None => Encap::from_bytes(bytes).map_err(E::custom),
+        }
     }
 
     fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Encap, E> {
@@ -460,6 +626,74 @@ mod tests {
             byte_vec_envelope(&[]).unwrap::<Vec<u8>>(),
             Err(EncapError::Decode { .. })
         ));
+    }
+
+    /// Deserializes an `Encap` from a borrowed byte string, as a zero-copy format does.
+    fn decode_borrowed(bytes: &[u8]) -> Encap {
+        Encap::deserialize(BorrowedBytesDeserializer::<ValueError>::new(bytes)).unwrap()
+    }
+
+    #[test]
+    fn shared_envelopes_read_like_owned_ones() {
+        let big = Encap::wrap(&vec![9u8; SHARE_AT_LEAST]).unwrap();
+        let mut message = vec![0xAAu8; 3];
+        message.extend_from_slice(big.as_bytes());
+        let end = message.len();
+        let owner: SharedBytes = Arc::new(message);
+        let shared = Encap::from_shared(Arc::clone(&owner), 3..end).unwrap();
+        assert!(shared.is_shared() && !big.is_shared());
+        assert_eq!(shared, big);
+        assert_eq!(shared.type_name(), big.type_name());
+        assert_eq!(shared.payload_len(), big.payload_len());
+        assert_eq!(
+            shared.unwrap::<Vec<u8>>().unwrap(),
+            vec![9u8; SHARE_AT_LEAST]
+        );
+        let copy = shared.clone();
+        assert!(copy.is_shared());
+        assert_eq!(copy.into_bytes(), big.to_bytes());
+        // A range that is not an envelope, or not inside the buffer, is refused.
+        assert!(matches!(
+            Encap::from_shared(Arc::clone(&owner), 0..end),
+            Err(EncapError::BadMagic { .. })
+        ));
+        assert!(matches!(
+            Encap::from_shared(owner, 3..end + 1),
+            Err(EncapError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn with_shared_source_shares_only_large_envelopes_inside_its_buffer() {
+        let big = Encap::wrap(&vec![1u8; SHARE_AT_LEAST]).unwrap();
+        let small = Encap::wrap(&vec![2u8; 100]).unwrap();
+        let source: SharedBytes = Arc::new(big.to_bytes());
+        let decoded = with_shared_source(Arc::clone(&source), decode_borrowed);
+        assert!(decoded.is_shared());
+        assert_eq!(decoded, big);
+        // Small ones are copied.
+        let small_source: SharedBytes = Arc::new(small.to_bytes());
+        let decoded = with_shared_source(small_source, decode_borrowed);
+        assert!(!decoded.is_shared());
+        assert_eq!(decoded, small);
+        // Bytes from elsewhere are copied, and outside the call nothing is shared.
+        let elsewhere = big.to_bytes();
+        let decoded = with_shared_source(source, |_| decode_borrowed(&elsewhere));
+        assert!(!decoded.is_shared());
+        assert!(!decode_borrowed(&elsewhere).is_shared());
+    }
+
+    #[test]
+    fn nested_shared_sources_restore_the_outer_one() {
+        let big = Encap::wrap(&vec![3u8; SHARE_AT_LEAST]).unwrap();
+        let outer: SharedBytes = Arc::new(big.to_bytes());
+        let inner: SharedBytes = Arc::new(big.to_bytes());
+        let (from_inner, from_outer) = with_shared_source(outer, |outer_bytes| {
+            let from_inner = with_shared_source(inner, decode_borrowed);
+            (from_inner, decode_borrowed(outer_bytes))
+        });
+        assert!(from_inner.is_shared() && from_outer.is_shared());
+        assert_eq!(from_inner, from_outer);
     }
 
     #[test]

@@ -104,7 +104,7 @@ mod envelope;
 mod error;
 
 pub use bytes::ByteBuf;
-pub use encap::Encap;
+pub use encap::{Encap, SharedBytes, with_shared_source};
 pub use error::EncapError;
 
 /// The first four bytes of every envelope: `NMEC`.

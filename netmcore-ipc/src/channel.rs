@@ -1225,6 +1225,11 @@ impl Channel {
     /// As [`send`](Channel::send), and [`Error::Protocol`] when it cannot be encoded.
     pub fn send_msg<M: Message>(&mut self, message: &M) -> Result<()> {
         let len = message.encoded_len()?;
+        if len > self.limits.threshold {
+            self.flush_blocking()?;
+            let memfd = message_memfd(message, len)?;
+            return self.send_memfd(&memfd, len, &[]);
+        }
         self.send_encoded(len, |buf| message.encode_into(buf))
     }
 
@@ -1235,6 +1240,10 @@ impl Channel {
     /// As [`queue`](Channel::queue), and [`Error::Protocol`] when it cannot be encoded.
     pub fn queue_msg<M: Message>(&mut self, message: &M) -> Result<()> {
         let len = message.encoded_len()?;
+        if len > self.limits.threshold {
+            let memfd = message_memfd(message, len)?;
+            return self.queue_memfd(memfd, len, Vec::new());
+        }
         self.queue_encoded(len, |buf| message.encode_into(buf))
     }
 
@@ -1270,6 +1279,14 @@ impl Channel {
 }
 
 /// Decodes a message from a frame body where it lies; messages carry no descriptors.
+/// A sealed memfd holding `message`, written with `pwrite` (see `codec::encode_to_memfd`).
+fn message_memfd<M: Message>(message: &M, len: usize) -> Result<Memfd> {
+    let memfd = Memfd::create_empty(MEMFD_LABEL)?;
+    message.encode_to_memfd(&memfd, len)?;
+    memfd.seal()?;
+    Ok(memfd)
+}
+
 fn decode_message<M: Message>(body: RawBody<'_>, fds: Vec<OwnedFd>) -> Result<M> {
     if !fds.is_empty() {
         return Err(Error::Protocol {
@@ -1277,7 +1294,14 @@ fn decode_message<M: Message>(body: RawBody<'_>, fds: Vec<OwnedFd>) -> Result<M>
             reason: format!("{} unexpected descriptors", fds.len()),
         });
     }
-    M::decode(&body)
+    match body {
+        RawBody::Buffered(bytes) => M::decode(bytes),
+        // A large body stays mapped: an `Encap` in it (an argument or a result) shares the
+        // mapping instead of being copied out of it.
+        RawBody::Mapped(map) => {
+            netmcore_encap::with_shared_source(std::sync::Arc::new(map), |bytes| M::decode(bytes))
+        }
+    }
 }
 
 fn check_fds(n: usize) -> Result<()> {

@@ -112,7 +112,7 @@ impl Memfd {
         })
     }
 
-    fn create_empty(name: &str) -> Result<Memfd> {
+    pub(crate) fn create_empty(name: &str) -> Result<Memfd> {
         let label = format!("memfd {name:?}");
         let fd = sys::create(name).map_err(|e| Error::os("memfd_create", label.clone(), e))?;
         Ok(Memfd { fd, label })

@@ -255,6 +255,15 @@ pub trait Message: Sized + sealed::Sealed {
     /// [`Error::Protocol`] when it cannot be encoded or `out` has another length.
     fn encode_into(&self, out: &mut [u8]) -> Result<()>;
 
+    /// Encodes the message into `memfd` from offset 0 with `pwrite`; it must come to exactly
+    /// `len` bytes ([`encoded_len`](Message::encoded_len)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] when it cannot be encoded or has another length, [`Error::Os`]
+    /// naming `pwrite`.
+    fn encode_to_memfd(&self, memfd: &crate::memfd::Memfd, len: usize) -> Result<()>;
+
     /// Encodes the message into a frame body.
     ///
     /// # Errors
@@ -296,6 +305,10 @@ macro_rules! message {
 
             fn decode(body: &[u8]) -> Result<Self> {
                 codec::decode(Self::WHAT, body)
+            }
+
+            fn encode_to_memfd(&self, memfd: &crate::memfd::Memfd, len: usize) -> Result<()> {
+                codec::encode_to_memfd(Self::WHAT, self, memfd, len)
             }
         }
     };
@@ -356,6 +369,34 @@ mod tests {
 
     fn encap() -> Encap {
         Encap::wrap(&(1u8, "two".to_owned())).unwrap()
+    }
+
+    #[test]
+    fn a_large_argument_or_result_stays_in_its_memfd_mapping() {
+        let (mut a, mut b) = crate::channel::Channel::pair().unwrap();
+        let big = Encap::wrap(&vec![5u8; 1 << 20]).unwrap();
+        let start = Request::Start {
+            fork_point: ResId(3),
+            arg: big.clone(),
+            inherit: Inherit::Nothing,
+        };
+        a.send_msg(&start).unwrap();
+        let Request::Start { arg, .. } = b.recv_msg::<Request>().unwrap() else {
+            panic!("not a start")
+        };
+        assert!(arg.is_shared(), "a memfd-borne argument is not copied out");
+        assert_eq!(arg, big);
+        // It outlives the channel and the frame, and reads the same.
+        drop((a, b));
+        assert_eq!(arg.unwrap::<Vec<u8>>().unwrap(), vec![5u8; 1 << 20]);
+        // A small one arrives inline and is a copy of its own.
+        let (mut a, mut b) = crate::channel::Channel::pair().unwrap();
+        a.send_msg(&Response::Joined(Some(encap()))).unwrap();
+        let Response::Joined(Some(small)) = b.recv_msg::<Response>().unwrap() else {
+            panic!("not joined")
+        };
+        assert!(!small.is_shared());
+        assert_eq!(small, encap());
     }
 
     pub(crate) fn every_request() -> Vec<Request> {
