@@ -154,7 +154,10 @@ impl Encap {
     /// The length of the serialized value in bytes (the envelope without its header).
     #[must_use]
     pub fn payload_len(&self) -> usize {
-        self.bytes.as_slice().len() - self.payload_start
+        self.bytes
+            .as_slice()
+            .len()
+            .saturating_sub(self.payload_start)
     }
 
     /// The whole envelope: header and payload, ready to send.
@@ -207,7 +210,7 @@ impl Encap {
         let Some(bytes) = all.get(range.clone()) else {
             return Err(EncapError::Truncated {
                 part: "envelope",
-                needed: range.end as u64,
+                needed: range.end.max(range.start) as u64,
                 available: all.len() as u64,
             });
         };
@@ -283,7 +286,7 @@ impl Encap {
 
 /// A buffer shared between owners, which [`Encap::from_shared`] and [`with_shared_source`]
 /// take: anything that shows its bytes (a `Vec<u8>`, a read-only mapping), behind an `Arc`.
-pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync + std::panic::RefUnwindSafe>;
 
 /// Where an envelope's bytes are.
 #[derive(Clone)]
@@ -363,15 +366,18 @@ fn shared_range(bytes: &[u8]) -> Option<(SharedBytes, Range<usize>)> {
     if bytes.len() < SHARE_AT_LEAST {
         return None;
     }
-    SOURCE.with(|source| {
-        let source = source.borrow();
-        let owner = source.as_ref()?;
-        let all: &[u8] = (**owner).as_ref();
-        let base = all.as_ptr() as usize;
-        let at = (bytes.as_ptr() as usize).checked_sub(base)?;
-        let range = at..at.checked_add(bytes.len())?;
-        (range.end <= all.len()).then(|| (Arc::clone(owner), range))
-    })
+    SOURCE
+        .try_with(|source| {
+            let source = source.borrow();
+            let owner = source.as_ref()?;
+            let all: &[u8] = (**owner).as_ref();
+            let base = all.as_ptr() as usize;
+            let at = (bytes.as_ptr() as usize).checked_sub(base)?;
+            let range = at..at.checked_add(bytes.len())?;
+            (range.end <= all.len()).then(|| (Arc::clone(owner), range))
+        })
+        .ok()
+        .flatten()
 }
 
 /// `Encap::wrap` of a `Vec<u8>`, byte for byte what the serde path writes (the length as a
@@ -631,6 +637,12 @@ mod tests {
     /// Deserializes an `Encap` from a borrowed byte string, as a zero-copy format does.
     fn decode_borrowed(bytes: &[u8]) -> Encap {
         Encap::deserialize(BorrowedBytesDeserializer::<ValueError>::new(bytes)).unwrap()
+    }
+
+    #[test]
+    fn an_encap_crosses_threads_and_unwind_boundaries() {
+        fn assert_traits<T: Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>() {}
+        assert_traits::<Encap>();
     }
 
     #[test]

@@ -773,6 +773,20 @@ impl Channel {
         self.limits
     }
 
+    /// Every descriptor this channel owns: its socket, those attached to frames still queued
+    /// for sending, and those received with a frame that is not complete yet. For a forked
+    /// child that closes them by number instead of dropping the channel.
+    pub fn raw_fds(&self, out: &mut Vec<std::os::fd::RawFd>) {
+        use std::os::fd::AsRawFd;
+        out.push(self.fd.as_raw_fd());
+        for pending in &self.out {
+            out.extend(pending.fds.iter().map(AsRawFd::as_raw_fd));
+        }
+        for batch in &self.decoder.batches {
+            out.extend(batch.fds.iter().map(AsRawFd::as_raw_fd));
+        }
+    }
+
     /// Makes the blocking receives try non-blocking reads for up to `spin` before they sleep
     /// in `poll`. Waking a sleeping process on another core costs tens of microseconds; a
     /// short spin saves that when the answer is about to come, at the price of CPU time.
@@ -1227,6 +1241,7 @@ impl Channel {
         let len = message.encoded_len()?;
         if len > self.limits.threshold {
             self.flush_blocking()?;
+            self.memfd_header(len, 0)?;
             let memfd = message_memfd(message, len)?;
             return self.send_memfd(&memfd, len, &[]);
         }
@@ -1241,6 +1256,7 @@ impl Channel {
     pub fn queue_msg<M: Message>(&mut self, message: &M) -> Result<()> {
         let len = message.encoded_len()?;
         if len > self.limits.threshold {
+            self.memfd_header(len, 0)?;
             let memfd = message_memfd(message, len)?;
             return self.queue_memfd(memfd, len, Vec::new());
         }
@@ -1278,7 +1294,6 @@ impl Channel {
     }
 }
 
-/// Decodes a message from a frame body where it lies; messages carry no descriptors.
 /// A sealed memfd holding `message`, written with `pwrite` (see `codec::encode_to_memfd`).
 fn message_memfd<M: Message>(message: &M, len: usize) -> Result<Memfd> {
     let memfd = Memfd::create_empty(MEMFD_LABEL)?;
@@ -1287,6 +1302,7 @@ fn message_memfd<M: Message>(message: &M, len: usize) -> Result<Memfd> {
     Ok(memfd)
 }
 
+/// Decodes a message from a frame body where it lies; messages carry no descriptors.
 fn decode_message<M: Message>(body: RawBody<'_>, fds: Vec<OwnedFd>) -> Result<M> {
     if !fds.is_empty() {
         return Err(Error::Protocol {
@@ -1449,6 +1465,45 @@ impl AsFd for Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_fds_lists_every_descriptor_the_channel_owns() {
+        use std::os::fd::AsRawFd;
+        let (mut a, _b) = Channel::pair().unwrap();
+        let own = a.fd.as_raw_fd();
+        let mut fds = Vec::new();
+        a.raw_fds(&mut fds);
+        assert_eq!(fds, vec![own]);
+        // A descriptor that came with a frame not complete yet.
+        let received = Memfd::create("raw-fds-in", 0).unwrap().into_fd();
+        let received_raw = received.as_raw_fd();
+        let header = Header {
+            memfd: false,
+            nfds: 1,
+            len: 10,
+        }
+        .encode();
+        a.decoder.feed(&header, vec![received]);
+        // A descriptor of a frame the socket did not take: fill the socket first (the peer
+        // reads nothing).
+        let filler = vec![0u8; 60_000];
+        for _ in 0..1000 {
+            if a.has_pending_output() {
+                break;
+            }
+            a.queue(&filler, Vec::new()).unwrap();
+        }
+        assert!(a.has_pending_output());
+        let queued = Memfd::create("raw-fds-out", 0).unwrap().into_fd();
+        let queued_raw = queued.as_raw_fd();
+        a.queue(b"with a descriptor", vec![queued]).unwrap();
+        let mut fds = Vec::new();
+        a.raw_fds(&mut fds);
+        fds.sort_unstable();
+        let mut expected = vec![own, received_raw, queued_raw];
+        expected.sort_unstable();
+        assert_eq!(fds, expected);
+    }
 
     #[test]
     fn a_header_alone_does_not_allocate_the_announced_length() {

@@ -707,15 +707,17 @@ impl AdminServer {
         })
     }
 
-    /// Removes the socket file (the master's end); the descriptors close with `self`.
-    /// Every descriptor it holds: the listener's and each client's (for a forked child that
-    /// closes them by number).
+    /// Every descriptor it holds: the listener's and each client channel's (for a forked child
+    /// that closes them by number).
     pub(crate) fn raw_fds(&self, out: &mut Vec<std::os::fd::RawFd>) {
         use std::os::fd::{AsFd, AsRawFd};
         out.push(self.listener.as_fd().as_raw_fd());
-        out.extend(self.clients.iter().map(|c| c.channel.as_fd().as_raw_fd()));
+        for client in &self.clients {
+            client.channel.raw_fds(out);
+        }
     }
 
+    /// Removes the socket file (the master's end); the descriptors close with `self`.
     pub(crate) fn close(self) {
         let path = self.listener.path().to_owned();
         drop(self);

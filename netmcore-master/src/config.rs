@@ -91,8 +91,8 @@ impl Config {
     /// It waits until a `start` hands it a process, then it runs that one process and exits,
     /// so the fork is off the path from `start` to the body. It is exactly what a fork at the
     /// time of `start` would be: the master forks it again when a process type is defined or
-    /// a preallocated shm is created or destroyed, and it keeps only the preallocated shm the
-    /// new process inherits.
+    /// a preallocated shm is created, and it keeps only the preallocated shm the new process
+    /// inherits.
     pub fn warm_workers(mut self, count: usize) -> Config {
         self.warm_workers = Some(count);
         self

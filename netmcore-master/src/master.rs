@@ -984,7 +984,11 @@ impl Master {
                 self.run_process(pid, channel, &body, arg)
             }
             // Retired (the end of the stream), told to exit, or a master gone.
-            _ => std::process::exit(0),
+            Ok(_) | Err(netmcore_ipc::Error::Closed) => std::process::exit(0),
+            Err(e) => {
+                tracing::error!(error = %e, "a warm worker could not read its process");
+                std::process::exit(0)
+            }
         }
     }
 
@@ -1010,11 +1014,9 @@ impl Master {
         }
         for slot in self.workers.values() {
             fds.push(slot.pidfd.as_raw_fd());
-            fds.extend(
-                slot.channel
-                    .as_ref()
-                    .map(|c| std::os::fd::AsFd::as_fd(c).as_raw_fd()),
-            );
+            if let Some(channel) = &slot.channel {
+                channel.raw_fds(&mut fds);
+            }
         }
         self.warm.raw_fds(&mut fds);
         sys::close_in_child(&fds);
@@ -1351,7 +1353,8 @@ fn forget_mapping(defs: &mut Definitions, id: ResId) {
         return;
     }
     if let Some(mapped) = defs.mappings.remove(&id) {
-        defs.changed();
+        // No change of generation: a worker forked before revokes this mapping like every
+        // one it does not inherit, and a destroyed region is never inherited.
         if let Err(e) = sys::unmap_in_master(mapped.memory) {
             tracing::warn!(id = id.0, error = %e, "cannot unmap {id}");
         }

@@ -72,7 +72,8 @@ pub(crate) struct Definitions {
     /// revokes every entry it does not inherit.
     pub(crate) mappings: BTreeMap<ResId, Mapped>,
     /// Counts the changes of what a forked worker can see of the definitions: a body defined
-    /// or dropped, a preallocated shm mapped or unmapped. A warm worker forked at an older
+    /// or dropped, a preallocated shm mapped (an unmapped one needs no change: a worker
+    /// revokes every mapping it does not inherit). A warm worker forked at an older
     /// generation is stale and is never handed a process.
     pub(crate) generation: u64,
 }

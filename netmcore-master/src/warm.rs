@@ -22,6 +22,10 @@ use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, pidfd_send_signal};
 /// The most warm workers the default keeps.
 const DEFAULT_MAX: usize = 8;
 
+/// After this many warm workers in a row died before they were used, the pool stops forking
+/// (something kills them: a policy, a sandbox that refuses their set-up).
+const UNUSED_DEATHS_LIMIT: u32 = 8;
+
 /// A warm worker, as the master sees it.
 #[derive(Debug)]
 pub(crate) struct Warm {
@@ -39,6 +43,8 @@ pub(crate) struct WarmPool {
     /// How many ready warm workers the master keeps.
     target: usize,
     members: Vec<Warm>,
+    /// Warm workers that died unused since one was last used.
+    unused_deaths: u32,
 }
 
 impl WarmPool {
@@ -51,6 +57,7 @@ impl WarmPool {
         WarmPool {
             target,
             members: Vec::new(),
+            unused_deaths: 0,
         }
     }
 
@@ -83,6 +90,7 @@ impl WarmPool {
             .members
             .iter()
             .position(|w| w.channel.is_some() && w.generation == generation)?;
+        self.unused_deaths = 0;
         Some(self.members.swap_remove(at))
     }
 
@@ -141,10 +149,17 @@ impl WarmPool {
         }
         let warm = self.members.swap_remove(at);
         if warm.channel.is_some() {
+            self.unused_deaths += 1;
             tracing::warn!(
                 unix_pid = unix.as_raw_pid(),
                 "a warm worker died before it was used"
             );
+            if self.unused_deaths >= UNUSED_DEATHS_LIMIT && self.target > 0 {
+                tracing::warn!(
+                    "{UNUSED_DEATHS_LIMIT} warm workers in a row died unused: forking on demand from now on"
+                );
+                self.disable();
+            }
         }
     }
 
@@ -153,20 +168,22 @@ impl WarmPool {
         for warm in self.members.drain(..) {
             drop(warm.channel);
             let _ = pidfd_send_signal(&warm.pidfd, Signal::KILL);
-            let _ = rustix::process::waitid(
+            while let Err(Errno::INTR) = rustix::process::waitid(
                 WaitId::PidFd(std::os::fd::AsFd::as_fd(&warm.pidfd)),
                 WaitIdOptions::EXITED,
-            );
+            ) {}
         }
     }
 
     /// Every descriptor of the pool: pidfds and channels (for a forked child that closes them
     /// by number).
     pub(crate) fn raw_fds(&self, out: &mut Vec<std::os::fd::RawFd>) {
-        use std::os::fd::{AsFd, AsRawFd};
+        use std::os::fd::AsRawFd;
         for warm in &self.members {
             out.push(warm.pidfd.as_raw_fd());
-            out.extend(warm.channel.as_ref().map(|c| c.as_fd().as_raw_fd()));
+            if let Some(channel) = &warm.channel {
+                channel.raw_fds(out);
+            }
         }
     }
 
