@@ -193,3 +193,86 @@ impl WarmPool {
         std::mem::forget(std::mem::take(&mut self.members));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A warm worker stand-in: a child process that exits at once, with a channel whose
+    /// other end is dropped.
+    fn short_lived(generation: u64) -> Warm {
+        let child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let unix = Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+        let pidfd = rustix::process::pidfd_open(unix, rustix::process::PidfdFlags::empty())
+            .expect("pidfd_open");
+        // The pool reaps it, not `Child`.
+        std::mem::forget(child);
+        let (ours, _theirs) = Channel::pair().unwrap();
+        Warm {
+            unix,
+            pidfd,
+            channel: Some(ours),
+            generation,
+        }
+    }
+
+    fn reap_all(pool: &mut WarmPool) {
+        while pool.len() > 0 {
+            let pids: Vec<Pid> = pool.pidfds().map(|(unix, _)| unix).collect();
+            for unix in pids {
+                pool.reap(unix);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn stale_workers_are_never_taken_and_fresh_ones_are() {
+        let mut pool = WarmPool::new(Some(2));
+        pool.push(short_lived(1));
+        assert!(pool.wanted(1), "one of two");
+        pool.push(short_lived(2));
+        assert!(pool.wanted(2), "the stale one does not count");
+        let taken = pool.take(2).expect("a fresh one");
+        assert_eq!(taken.generation, 2);
+        assert!(
+            pool.take(2).is_none(),
+            "the stale one was retired, not taken"
+        );
+        pool.discard(taken);
+        reap_all(&mut pool);
+        assert!(pool.wanted(2));
+    }
+
+    #[test]
+    fn the_pool_gives_up_after_workers_keep_dying_unused() {
+        let mut pool = WarmPool::new(Some(1));
+        for _ in 0..UNUSED_DEATHS_LIMIT - 1 {
+            pool.push(short_lived(0));
+            reap_all(&mut pool);
+        }
+        assert!(
+            pool.wanted(0),
+            "still forking after {} deaths",
+            UNUSED_DEATHS_LIMIT - 1
+        );
+        // One taken in between starts the count again.
+        pool.push(short_lived(0));
+        let used = pool.take(0).expect("a warm worker");
+        pool.discard(used);
+        reap_all(&mut pool);
+        for _ in 0..UNUSED_DEATHS_LIMIT - 1 {
+            pool.push(short_lived(0));
+            reap_all(&mut pool);
+        }
+        assert!(pool.wanted(0));
+        pool.push(short_lived(0));
+        reap_all(&mut pool);
+        assert!(
+            !pool.wanted(0),
+            "disabled after {UNUSED_DEATHS_LIMIT} deaths in a row"
+        );
+    }
+}
