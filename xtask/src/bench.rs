@@ -9,39 +9,15 @@
 //! behind. See `tests/src/bin/bench/main.rs`.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::ci::workspace_root;
+use crate::ci::run_tests_program;
 
 /// Builds and runs the bench program with `args` (`--quick`, `--json PATH`).
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let args = check_args(args)?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!(
-        "==> cargo run --release -p netmcore-tests --bin bench -- {}",
-        args.join(" ")
-    );
-    let status = Command::new(&cargo)
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "--package",
-            "netmcore-tests",
-            "--bin",
-            "bench",
-            "--",
-        ])
-        .args(&args)
-        .current_dir(workspace_root())
-        .status()
-        .context("spawn cargo run --bin bench")?;
-    if !status.success() {
-        bail!("the bench run failed ({status})");
-    }
-    Ok(())
+    run_tests_program("bench", &args)
 }
 
 /// Checks that every option is one `bench` takes and has its value, and returns the

@@ -84,6 +84,36 @@ pub fn run(steps: &[Step]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds a program of the `netmcore-tests` crate in release mode and runs it with `args`
+/// from the workspace root (`cargo run --release -p netmcore-tests --bin <bin> -- <args>`);
+/// fails when it does.
+pub fn run_tests_program(bin: &str, args: &[String]) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "==> cargo run --release -p netmcore-tests --bin {bin} -- {}",
+        args.join(" ")
+    );
+    let status = Command::new(&cargo)
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "netmcore-tests",
+            "--bin",
+            bin,
+            "--",
+        ])
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("spawn cargo run --bin {bin}"))?;
+    if !status.success() {
+        bail!("the {bin} run failed ({status})");
+    }
+    Ok(())
+}
+
 /// The workspace root: the parent of this crate's manifest directory.
 pub fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -7,11 +7,9 @@
 //! counter (plain lines when stderr is not a terminal) and a summary table; see
 //! `tests/src/bin/stress/main.rs`.
 
-use std::process::Command;
+use anyhow::bail;
 
-use anyhow::{Context, bail};
-
-use crate::ci::workspace_root;
+use crate::ci::run_tests_program;
 
 /// The options `stress` takes; others are refused here, before the build.
 const OPTIONS: &[&str] = &[
@@ -28,30 +26,7 @@ const OPTIONS: &[&str] = &[
 /// `--seed S`, and the program's other options).
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     check_args(args)?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!(
-        "==> cargo run --release -p netmcore-tests --bin stress -- {}",
-        args.join(" ")
-    );
-    let status = Command::new(&cargo)
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "--package",
-            "netmcore-tests",
-            "--bin",
-            "stress",
-            "--",
-        ])
-        .args(args)
-        .current_dir(workspace_root())
-        .status()
-        .context("spawn cargo run --bin stress")?;
-    if !status.success() {
-        bail!("the stress run failed ({status})");
-    }
-    Ok(())
+    run_tests_program("stress", args)
 }
 
 /// Checks that every option is one `stress` takes and has its value.
