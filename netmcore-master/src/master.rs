@@ -913,7 +913,7 @@ impl Master {
         self.terminated.is_none()
             && self.stop.is_none()
             && self.first_ended.is_none()
-            && self.warm.wanted(self.defs.generation)
+            && self.warm.wanted(self.defs.generation, Instant::now())
     }
 
     /// Forks a warm worker of the current generation (retiring the stale ones).
@@ -923,8 +923,8 @@ impl Master {
         let (ours, theirs) = match Channel::pair() {
             Ok(pair) => pair,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot make a warm worker's channel: forking on demand from now on");
-                self.warm.disable();
+                tracing::warn!(error = %e, "cannot make a warm worker's channel: forking on demand for a while");
+                self.warm.pause(Instant::now());
                 return;
             }
         };
@@ -950,14 +950,14 @@ impl Master {
                             Some(unix),
                             rustix::process::WaitOptions::empty(),
                         );
-                        tracing::warn!(error = %e, "pidfd_open failed for a warm worker: forking on demand from now on");
-                        self.warm.disable();
+                        tracing::warn!(error = %e, "pidfd_open failed for a warm worker: forking on demand for a while");
+                        self.warm.pause(Instant::now());
                     }
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot fork a warm worker: forking on demand from now on");
-                self.warm.disable();
+                tracing::warn!(error = %e, "cannot fork a warm worker: forking on demand for a while");
+                self.warm.pause(Instant::now());
             }
         }
     }

@@ -14,6 +14,7 @@
 //! of the stream and exits. Its pidfd stays polled until it is reaped.
 
 use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
 
 use netmcore_ipc::channel::Channel;
 use rustix::io::Errno;
@@ -25,6 +26,10 @@ const DEFAULT_MAX: usize = 8;
 /// After this many warm workers in a row died before they were used, the pool stops forking
 /// (something kills them: a policy, a sandbox that refuses their set-up).
 const UNUSED_DEATHS_LIMIT: u32 = 8;
+
+/// How long the pool forks nothing after a fork (or its socketpair or pidfd) failed: the
+/// process or descriptor limit may be reached for a moment.
+const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// A warm worker, as the master sees it.
 #[derive(Debug)]
@@ -45,6 +50,8 @@ pub(crate) struct WarmPool {
     members: Vec<Warm>,
     /// Warm workers that died unused since one was last used.
     unused_deaths: u32,
+    /// No forking before then, after a failure.
+    paused_until: Option<Instant>,
 }
 
 impl WarmPool {
@@ -58,6 +65,7 @@ impl WarmPool {
             target,
             members: Vec::new(),
             unused_deaths: 0,
+            paused_until: None,
         }
     }
 
@@ -66,9 +74,15 @@ impl WarmPool {
         self.target = 0;
     }
 
-    /// Whether fewer than the target are ready at `generation`.
-    pub(crate) fn wanted(&self, generation: u64) -> bool {
-        self.ready(generation) < self.target
+    /// Stops forking warm workers for a while after a failure at `now`.
+    pub(crate) fn pause(&mut self, now: Instant) {
+        self.paused_until = Some(now + PAUSE_AFTER_FAILURE);
+    }
+
+    /// Whether, at `now`, fewer than the target are ready at `generation` and forking is not
+    /// paused.
+    pub(crate) fn wanted(&self, generation: u64, now: Instant) -> bool {
+        self.paused_until.is_none_or(|until| now >= until) && self.ready(generation) < self.target
     }
 
     fn ready(&self, generation: u64) -> usize {
@@ -232,9 +246,12 @@ mod tests {
     fn stale_workers_are_never_taken_and_fresh_ones_are() {
         let mut pool = WarmPool::new(Some(2));
         pool.push(short_lived(1));
-        assert!(pool.wanted(1), "one of two");
+        assert!(pool.wanted(1, Instant::now()), "one of two");
         pool.push(short_lived(2));
-        assert!(pool.wanted(2), "the stale one does not count");
+        assert!(
+            pool.wanted(2, Instant::now()),
+            "the stale one does not count"
+        );
         let taken = pool.take(2).expect("a fresh one");
         assert_eq!(taken.generation, 2);
         assert!(
@@ -243,7 +260,18 @@ mod tests {
         );
         pool.discard(taken);
         reap_all(&mut pool);
-        assert!(pool.wanted(2));
+        assert!(pool.wanted(2, Instant::now()));
+    }
+
+    #[test]
+    fn a_failure_pauses_forking_for_a_while() {
+        let mut pool = WarmPool::new(Some(1));
+        let now = Instant::now();
+        assert!(pool.wanted(0, now));
+        pool.pause(now);
+        assert!(!pool.wanted(0, now));
+        assert!(!pool.wanted(0, now + PAUSE_AFTER_FAILURE / 2));
+        assert!(pool.wanted(0, now + PAUSE_AFTER_FAILURE));
     }
 
     #[test]
@@ -254,7 +282,7 @@ mod tests {
             reap_all(&mut pool);
         }
         assert!(
-            pool.wanted(0),
+            pool.wanted(0, Instant::now()),
             "still forking after {} deaths",
             UNUSED_DEATHS_LIMIT - 1
         );
@@ -267,11 +295,11 @@ mod tests {
             pool.push(short_lived(0));
             reap_all(&mut pool);
         }
-        assert!(pool.wanted(0));
+        assert!(pool.wanted(0, Instant::now()));
         pool.push(short_lived(0));
         reap_all(&mut pool);
         assert!(
-            !pool.wanted(0),
+            !pool.wanted(0, Instant::now()),
             "disabled after {UNUSED_DEATHS_LIMIT} deaths in a row"
         );
     }
