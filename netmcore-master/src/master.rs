@@ -89,6 +89,18 @@ enum Reported {
     Failed(String),
 }
 
+/// What [`Master::fork_worker`] returned in this process.
+enum Fork {
+    /// This is the new worker, out of the master already: its end of the channel.
+    Child(Channel),
+    /// This is the master: the child's pid and pidfd, and the master's end of the channel.
+    Parent {
+        unix: Pid,
+        pidfd: OwnedFd,
+        channel: Channel,
+    },
+}
+
 /// Why the master stops before (or besides) its first process ending.
 #[derive(Debug)]
 enum Stop {
@@ -802,40 +814,16 @@ impl Master {
             }
             Err(arg) => arg,
         };
-        let (ours, theirs) = match Channel::pair() {
-            Ok(pair) => pair,
-            Err(e) => {
-                let actions = self.defs.registry.finished(pid, None);
-                self.perform(actions);
-                return Err(from_ipc("socketpair", e));
-            }
-        };
-        // Output buffered in the master must not be written once more by the child.
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-        match sys::fork() {
-            Ok(Forked::Child) => {
-                drop(ours);
-                self.leave_master();
+        match self.fork_worker(&pid.to_string()) {
+            Ok(Fork::Child(channel)) => {
                 self.keep_inherited_mappings(&inherited);
-                self.run_process(pid, theirs, &body, arg)
+                self.run_process(pid, channel, &body, arg)
             }
-            Ok(Forked::Parent(unix)) => {
-                drop(theirs);
-                let pidfd = match pidfd_open(unix, PidfdFlags::empty()) {
-                    Ok(pidfd) => pidfd,
-                    Err(e) => {
-                        // Without a pidfd the child cannot be supervised: take it back.
-                        let _ = rustix::process::kill_process(unix, Signal::KILL);
-                        let _ = rustix::process::waitpid(
-                            Some(unix),
-                            rustix::process::WaitOptions::empty(),
-                        );
-                        let actions = self.defs.registry.finished(pid, None);
-                        self.perform(actions);
-                        return Err(Error::io("pidfd_open", format!("unix pid {unix:?}"), e));
-                    }
-                };
+            Ok(Fork::Parent {
+                unix,
+                pidfd,
+                channel,
+            }) => {
                 verbose!(
                     pid = pid.0,
                     unix_pid = unix.as_raw_pid(),
@@ -846,7 +834,7 @@ impl Master {
                     Slot {
                         unix,
                         pidfd,
-                        channel: Some(ours),
+                        channel: Some(channel),
                         reported: None,
                         awaiting_reply: false,
                     },
@@ -858,8 +846,45 @@ impl Master {
             Err(e) => {
                 let actions = self.defs.registry.finished(pid, None);
                 self.perform(actions);
-                Err(Error::io("fork", format!("{pid}"), e))
+                Err(e)
             }
+        }
+    }
+
+    /// The fork of a worker, on demand or warm: a socketpair, stdout and stderr flushed (output
+    /// buffered in the master must not be written once more by the child), `fork`, and in the
+    /// parent a pidfd for the child (without one the child cannot be supervised: it is killed
+    /// and reaped). In the child, the master is left (`leave_master`) before this returns.
+    /// `what` names the child in errors.
+    fn fork_worker(&mut self, what: &str) -> Result<Fork> {
+        let (ours, theirs) = Channel::pair().map_err(|e| from_ipc("socketpair", e))?;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        match sys::fork() {
+            Ok(Forked::Child) => {
+                drop(ours);
+                self.leave_master();
+                Ok(Fork::Child(theirs))
+            }
+            Ok(Forked::Parent(unix)) => {
+                drop(theirs);
+                match pidfd_open(unix, PidfdFlags::empty()) {
+                    Ok(pidfd) => Ok(Fork::Parent {
+                        unix,
+                        pidfd,
+                        channel: ours,
+                    }),
+                    Err(e) => {
+                        let _ = rustix::process::kill_process(unix, Signal::KILL);
+                        let _ = rustix::process::waitpid(
+                            Some(unix),
+                            rustix::process::WaitOptions::empty(),
+                        );
+                        Err(Error::io("pidfd_open", format!("unix pid {unix:?}"), e))
+                    }
+                }
+            }
+            Err(e) => Err(Error::io("fork", what.to_owned(), e)),
         }
     }
 
@@ -920,41 +945,18 @@ impl Master {
     fn prefork(&mut self) {
         let generation = self.defs.generation;
         self.warm.retire_stale(generation);
-        let (ours, theirs) = match Channel::pair() {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot make a warm worker's channel: forking on demand for a while");
-                self.warm.pause(Instant::now());
-                return;
-            }
-        };
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-        match sys::fork() {
-            Ok(Forked::Child) => {
-                drop(ours);
-                self.wait_for_process(theirs)
-            }
-            Ok(Forked::Parent(unix)) => {
-                drop(theirs);
-                match pidfd_open(unix, PidfdFlags::empty()) {
-                    Ok(pidfd) => self.warm.push(Warm {
-                        unix,
-                        pidfd,
-                        channel: Some(ours),
-                        generation,
-                    }),
-                    Err(e) => {
-                        let _ = rustix::process::kill_process(unix, Signal::KILL);
-                        let _ = rustix::process::waitpid(
-                            Some(unix),
-                            rustix::process::WaitOptions::empty(),
-                        );
-                        tracing::warn!(error = %e, "pidfd_open failed for a warm worker: forking on demand for a while");
-                        self.warm.pause(Instant::now());
-                    }
-                }
-            }
+        match self.fork_worker("a warm worker") {
+            Ok(Fork::Child(channel)) => self.wait_for_process(channel),
+            Ok(Fork::Parent {
+                unix,
+                pidfd,
+                channel,
+            }) => self.warm.push(Warm {
+                unix,
+                pidfd,
+                channel: Some(channel),
+                generation,
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot fork a warm worker: forking on demand for a while");
                 self.warm.pause(Instant::now());
@@ -964,7 +966,6 @@ impl Master {
 
     /// The child side of a warm worker: waits for its process, then runs it; never returns.
     fn wait_for_process(&mut self, mut channel: Channel) -> ! {
-        self.leave_master();
         match channel.recv_msg::<Response>() {
             Ok(Response::Run {
                 pid,
