@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::bytes::ByteBuf;
 use crate::envelope::{self, MAX_ENVELOPE_LEN};
 use crate::error::EncapError;
 use crate::{MAX_PAYLOAD_LEN, MAX_TYPE_NAME_LEN, codec};
@@ -65,20 +66,24 @@ impl Encap {
             });
         }
         let type_identity = type_identity_of::<T>();
-        if let Some(bytes) = (value as &dyn Any).downcast_ref::<Vec<u8>>() {
-            return wrap_byte_vec(bytes, type_name, type_identity);
-        }
-        let header = envelope::begin(type_name, type_identity, INITIAL_PAYLOAD_CAPACITY);
+        // serde sees a `Vec<u8>` as a sequence, one call per byte; as a byte string it encodes
+        // to the same bytes (a length, then the bytes) in one copy, into a buffer of its size.
+        let (value, reserve): (&dyn ErasedSerialize, usize) =
+            match (value as &dyn Any).downcast_ref::<Vec<u8>>() {
+                Some(bytes) => (&ByteString(bytes), bytes.len().saturating_add(10)),
+                None => (value, INITIAL_PAYLOAD_CAPACITY),
+            };
+        let header = envelope::begin(type_name, type_identity, reserve);
         let payload_start = header.len();
         let max_payload = usize::try_from(MAX_PAYLOAD_LEN).unwrap_or(usize::MAX);
         let limit_end = payload_start.saturating_add(max_payload);
         let mut bytes =
-            codec::encode_into(value, header, limit_end, MAX_PAYLOAD_LEN).map_err(|message| {
-                EncapError::Encode {
+            value
+                .serialize_into(header, limit_end)
+                .map_err(|message| EncapError::Encode {
                     type_name: type_name.to_owned(),
                     message,
-                }
-            })?;
+                })?;
         envelope::finish(&mut bytes, payload_start);
         Ok(Encap {
             bytes: Storage::Owned(bytes),
@@ -108,9 +113,12 @@ impl Encap {
             });
         }
         let payload = self.payload();
+        // A `Vec<u8>` decodes as a byte string in one copy (see `wrap`); anything amiss
+        // falls through to the serde path, which reports it.
         if TypeId::of::<T>() == TypeId::of::<Vec<u8>>()
-            && let Some(bytes) = decode_byte_vec(payload)
-            && let Ok(value) = (Box::new(bytes) as Box<dyn Any>).downcast::<T>()
+            && let Ok((bytes, used)) = codec::decode_prefix::<ByteBuf>(payload)
+            && used == payload.len()
+            && let Ok(value) = (Box::new(bytes.into_inner()) as Box<dyn Any>).downcast::<T>()
         {
             return Ok(*value);
         }
@@ -380,55 +388,25 @@ fn shared_range(bytes: &[u8]) -> Option<(SharedBytes, Range<usize>)> {
         .flatten()
 }
 
-/// `Encap::wrap` of a `Vec<u8>`, byte for byte what the serde path writes (the length as a
-/// varint, then the bytes) but with one copy instead of a call per byte; a payload above the
-/// limit fails as there.
-fn wrap_byte_vec(
-    bytes: &[u8],
-    type_name: &'static str,
-    type_identity: u64,
-) -> Result<Encap, EncapError> {
-    let len = bytes.len() as u64;
-    let prefix = varint(len);
-    if len.saturating_add(prefix.len() as u64) > MAX_PAYLOAD_LEN {
-        return Err(EncapError::Encode {
-            type_name: type_name.to_owned(),
-            message: format!("the encoded payload exceeds the limit of {MAX_PAYLOAD_LEN} bytes"),
-        });
-    }
-    let mut buf = envelope::begin(type_name, type_identity, prefix.len() + bytes.len());
-    let payload_start = buf.len();
-    buf.extend_from_slice(&prefix);
-    buf.extend_from_slice(bytes);
-    envelope::finish(&mut buf, payload_start);
-    Ok(Encap {
-        bytes: Storage::Owned(buf),
-        type_name: Cow::Borrowed(type_name),
-        type_identity,
-        payload_start,
-    })
-}
+/// A `Vec<u8>` to serialize as one byte string (the same payload bytes as the sequence serde
+/// makes of it).
+struct ByteString<'a>(&'a [u8]);
 
-/// The varint (LEB128) encoding of `value`, as the payload format writes lengths.
-fn varint(mut value: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10);
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
+impl Serialize for ByteString<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
     }
 }
 
-/// Decodes a payload that holds exactly a `Vec<u8>` in one copy; `None` when it is anything
-/// else (the serde path then reports the error).
-fn decode_byte_vec(payload: &[u8]) -> Option<Vec<u8>> {
-    let (len, used) = codec::decode_prefix::<u64>(payload).ok()?;
-    let rest = payload.get(used..)?;
-    (usize::try_from(len).ok()? == rest.len()).then(|| rest.to_vec())
+/// `Serialize` as a trait object, for [`Encap::wrap`]'s two paths.
+trait ErasedSerialize {
+    fn serialize_into(&self, buf: Vec<u8>, limit_end: usize) -> Result<Vec<u8>, String>;
+}
+
+impl<T: Serialize + ?Sized> ErasedSerialize for T {
+    fn serialize_into(&self, buf: Vec<u8>, limit_end: usize) -> Result<Vec<u8>, String> {
+        codec::encode_into(self, buf, limit_end, MAX_PAYLOAD_LEN)
+    }
 }
 
 /// The identity of `T`: its [`TypeId`] hashed to a `u64`.
