@@ -841,16 +841,12 @@ impl Channel {
         self.send_all(&header, body, fds)
     }
 
-    /// Sends an encoded message, filling the frame body in place: into a reused buffer, or
-    /// straight into the memfd's mapping when the message is large.
-    pub(crate) fn send_encoded(
-        &mut self,
-        len: usize,
-        encode: impl FnOnce(&mut [u8]) -> Result<()>,
-    ) -> Result<()> {
+    /// Sends `message`, encoded to `len` bytes: in place into a reused buffer, or into a
+    /// memfd when it is large (see [`message_memfd`](Channel::message_memfd)).
+    fn send_encoded<M: Message>(&mut self, message: &M, len: usize) -> Result<()> {
         self.flush_blocking()?;
         if len > self.limits.threshold {
-            let memfd = self.memfd_filled(len, encode)?;
+            let memfd = self.message_memfd(message, len)?;
             return self.send_memfd(&memfd, len, &[]);
         }
         let header = self.inline_header(len, 0)?.encode();
@@ -858,8 +854,9 @@ impl Channel {
         scratch.clear();
         scratch.extend_from_slice(&header);
         scratch.resize(HEADER_LEN + len, 0);
-        let result =
-            encode(&mut scratch[HEADER_LEN..]).and_then(|()| self.send_all(&scratch, &[], &[]));
+        let result = message
+            .encode_into(&mut scratch[HEADER_LEN..])
+            .and_then(|()| self.send_all(&scratch, &[], &[]));
         self.scratch = scratch;
         result
     }
@@ -882,14 +879,10 @@ impl Channel {
         self.enqueue(&header, body, fds)
     }
 
-    /// Queues an encoded message (see [`send_encoded`](Channel::send_encoded)).
-    pub(crate) fn queue_encoded(
-        &mut self,
-        len: usize,
-        encode: impl FnOnce(&mut [u8]) -> Result<()>,
-    ) -> Result<()> {
+    /// Queues `message`, encoded to `len` bytes (see [`send_encoded`](Channel::send_encoded)).
+    fn queue_encoded<M: Message>(&mut self, message: &M, len: usize) -> Result<()> {
         if len > self.limits.threshold {
-            let memfd = self.memfd_filled(len, encode)?;
+            let memfd = self.message_memfd(message, len)?;
             return self.queue_memfd(memfd, len, Vec::new());
         }
         let header = self.inline_header(len, 0)?.encode();
@@ -897,7 +890,8 @@ impl Channel {
         scratch.clear();
         scratch.extend_from_slice(&header);
         scratch.resize(HEADER_LEN + len, 0);
-        let result = encode(&mut scratch[HEADER_LEN..])
+        let result = message
+            .encode_into(&mut scratch[HEADER_LEN..])
             .and_then(|()| self.enqueue(&scratch, &[], Vec::new()));
         self.scratch = scratch;
         result
@@ -1024,14 +1018,12 @@ impl Channel {
         Ok(memfd)
     }
 
-    fn memfd_filled(
-        &self,
-        len: usize,
-        encode: impl FnOnce(&mut [u8]) -> Result<()>,
-    ) -> Result<Memfd> {
+    /// A sealed memfd holding `message` (`len` bytes, within the memfd limit), written with
+    /// `pwrite` (see `codec::encode_to_memfd`).
+    fn message_memfd<M: Message>(&self, message: &M, len: usize) -> Result<Memfd> {
         self.memfd_header(len, 0)?;
-        let (memfd, result) = Memfd::create_with(MEMFD_LABEL, len, encode)?;
-        result?;
+        let memfd = Memfd::create_empty(MEMFD_LABEL)?;
+        message.encode_to_memfd(&memfd, len)?;
         memfd.seal()?;
         Ok(memfd)
     }
@@ -1239,13 +1231,7 @@ impl Channel {
     /// As [`send`](Channel::send), and [`Error::Protocol`] when it cannot be encoded.
     pub fn send_msg<M: Message>(&mut self, message: &M) -> Result<()> {
         let len = message.encoded_len()?;
-        if len > self.limits.threshold {
-            self.flush_blocking()?;
-            self.memfd_header(len, 0)?;
-            let memfd = message_memfd(message, len)?;
-            return self.send_memfd(&memfd, len, &[]);
-        }
-        self.send_encoded(len, |buf| message.encode_into(buf))
+        self.send_encoded(message, len)
     }
 
     /// Encodes `message` and [queues](Channel::queue) it (never blocks).
@@ -1255,12 +1241,7 @@ impl Channel {
     /// As [`queue`](Channel::queue), and [`Error::Protocol`] when it cannot be encoded.
     pub fn queue_msg<M: Message>(&mut self, message: &M) -> Result<()> {
         let len = message.encoded_len()?;
-        if len > self.limits.threshold {
-            self.memfd_header(len, 0)?;
-            let memfd = message_memfd(message, len)?;
-            return self.queue_memfd(memfd, len, Vec::new());
-        }
-        self.queue_encoded(len, |buf| message.encode_into(buf))
+        self.queue_encoded(message, len)
     }
 
     /// Receives a frame (blocking) and decodes it as an `M`.
@@ -1292,14 +1273,6 @@ impl Channel {
             Ok(None)
         }
     }
-}
-
-/// A sealed memfd holding `message`, written with `pwrite` (see `codec::encode_to_memfd`).
-fn message_memfd<M: Message>(message: &M, len: usize) -> Result<Memfd> {
-    let memfd = Memfd::create_empty(MEMFD_LABEL)?;
-    message.encode_to_memfd(&memfd, len)?;
-    memfd.seal()?;
-    Ok(memfd)
 }
 
 /// Decodes a message from a frame body where it lies; messages carry no descriptors.
