@@ -36,16 +36,27 @@ pub fn fork_wait(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
         ensure!(code == Some(0), "the forked child ended with {code:?}");
         Ok(())
     };
+    timed_batches("floor_fork_wait_us", setting, batch, one)
+}
+
+/// `op` a quarter of `batch` times to warm up, then `setting.reps` samples named `name`, each
+/// the mean time of `op` over `batch` calls.
+fn timed_batches(
+    name: &'static str,
+    setting: &Setting,
+    batch: usize,
+    mut op: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Sample>> {
     for _ in 0..batch / 4 {
-        one()?;
+        op()?;
     }
     let mut samples = Vec::new();
     for _ in 0..setting.reps {
         let start = Instant::now();
         for _ in 0..batch {
-            one()?;
+            op()?;
         }
-        samples.push(Sample::per_op("floor_fork_wait_us", start, batch));
+        samples.push(Sample::per_op(name, start, batch));
     }
     Ok(samples)
 }
@@ -82,25 +93,11 @@ pub fn socket_rtt(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
     let ours = ours.take().context("the parent keeps its end")?;
 
     let mut message = [7u8; MESSAGE];
-    let mut round_trip = || -> anyhow::Result<()> {
+    let round_trip = || -> anyhow::Result<()> {
         write_all(&ours, &message).context("write to the echo process")?;
         read_exact(&ours, &mut message).context("read from the echo process")
     };
-    let mut measure = || -> anyhow::Result<Vec<Sample>> {
-        for _ in 0..batch / 4 {
-            round_trip()?;
-        }
-        let mut samples = Vec::new();
-        for _ in 0..setting.reps {
-            let start = Instant::now();
-            for _ in 0..batch {
-                round_trip()?;
-            }
-            samples.push(Sample::per_op("floor_socket_rtt_us", start, batch));
-        }
-        Ok(samples)
-    };
-    let samples = measure();
+    let samples = timed_batches("floor_socket_rtt_us", setting, batch, round_trip);
     // Closing our end ends the echo loop; reap the child whatever happened.
     drop(ours);
     let code = sys::wait_child(echo).context("waitpid of the echo process")?;
