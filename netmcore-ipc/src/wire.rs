@@ -4,7 +4,7 @@
 //! ```
 //! use netmcore_encap::Encap;
 //! use netmcore_ipc::channel::Channel;
-//! use netmcore_ipc::wire::{Request, Response};
+//! use netmcore_ipc::wire::{Outcome, Request, Response};
 //! use netmcore_resources::{Inherit, ProcessId, ResId};
 //!
 //! let (mut master, mut worker) = Channel::pair()?;
@@ -17,8 +17,15 @@
 //! master.send_msg(&Response::Started(ProcessId(1)))?;
 //! assert_eq!(worker.recv_msg::<Response>()?, Response::Started(ProcessId(1)));
 //!
-//! // A release is one-way: no response follows.
+//! // A release is answered once the master has let go for the worker (and destroyed the
+//! // object if the worker was its last user).
 //! worker.send_msg(&Request::Release(ResId(4)))?;
+//! assert!(master.recv_msg::<Request>()?.expects_response());
+//! master.send_msg(&Response::Ok)?;
+//! assert_eq!(worker.recv_msg::<Response>()?, Response::Ok);
+//!
+//! // The report of a process's end is the one message nobody answers.
+//! worker.send_msg(&Request::Finished(Outcome::Failed("panicked".into())))?;
 //! assert!(!master.recv_msg::<Request>()?.expects_response());
 //! # Ok::<(), netmcore_ipc::Error>(())
 //! ```
@@ -34,9 +41,16 @@
 //!   requests came, so no correlation id is needed. A deferred answer (a `join` on a running
 //!   process) simply comes later; the worker sends nothing meanwhile. A worker whose threads
 //!   share one channel must hold a lock from sending a request to reading its response.
-//! * [`Request::Release`] and [`Request::Finished`] are one-way. The master reads a
-//!   `Finished` before the end of the stream that follows the worker's exit, so the worker
-//!   need not wait for an acknowledgement.
+//! * [`Request::Finished`] is the only one-way request. The master reads a `Finished` before
+//!   the end of the stream that follows the worker's exit, so the worker need not wait for an
+//!   acknowledgement; and nobody can observe its effects too early: the worker exits right
+//!   after sending it, and a joiner learns of the end only from the master's answer, which
+//!   the master sends after it has released (and destroyed) what the process used.
+//! * Every request that destroys or changes something on the worker's behalf is answered
+//!   only after it happened. [`Request::Release`] in particular is answered with
+//!   [`Response::Ok`] once the worker is no longer a user and, if it was the last one, the
+//!   object is destroyed and its ledger record written: a worker that writes a new file at
+//!   the same path after `release` returned never loses it to a late `unlink`.
 //! * Between responses, the master may send the unprompted [`Response::Run`] and
 //!   [`Response::Shutdown`] (see [`Response::is_unprompted`]); a worker waiting for a
 //!   response must be ready for them.
@@ -54,8 +68,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result, codec};
 
-/// The version of the frame layout and message encoding, sent in every frame header.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The version of the frame layout, the message encoding and the conversation rules, sent in
+/// every frame header. Version 2: [`Request::Release`] is answered.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// What a worker sends to the master: one variant per facade call a worker can make, plus
 /// the delivery of its process's outcome.
@@ -98,7 +113,10 @@ pub enum Request {
         /// The kind the caller expects, if it expects one.
         expected: Option<ResourceKind>,
     },
-    /// `release`: the worker is no longer a user of the resource; one-way.
+    /// `release`: the worker is no longer a user of the resource; answered with
+    /// [`Response::Ok`] after the master let go for it and destroyed the object if the worker
+    /// was its last user (or [`Response::Error`] when destroying it failed; it is forgotten
+    /// anyway).
     Release(ResId),
     /// `manage_file`: register an existing file by absolute path; answered with
     /// [`Response::Resource`].
@@ -122,9 +140,9 @@ pub enum Request {
 
 impl Request {
     /// Whether the master answers this request with a [`Response`] (all but the one-way
-    /// [`Release`](Request::Release) and [`Finished`](Request::Finished)).
+    /// [`Finished`](Request::Finished)).
     pub fn expects_response(&self) -> bool {
-        !matches!(self, Request::Release(_) | Request::Finished(_))
+        !matches!(self, Request::Finished(_))
     }
 }
 
@@ -531,12 +549,9 @@ mod tests {
             .into_iter()
             .filter(|r| !r.expects_response())
             .collect();
-        assert_eq!(one_way.len(), 3);
-        assert!(
-            one_way
-                .iter()
-                .all(|r| matches!(r, Request::Release(_) | Request::Finished(_)))
-        );
+        assert_eq!(one_way.len(), 2);
+        assert!(one_way.iter().all(|r| matches!(r, Request::Finished(_))));
+        assert!(Request::Release(ResId(7)).expects_response());
         let unprompted = every_response()
             .into_iter()
             .filter(Response::is_unprompted)

@@ -626,12 +626,18 @@ impl Master {
                 self.finished(from, outcome);
                 return;
             }
-            Request::Release(id) => {
-                if let Some(destroy) = self.defs.registry.release(id, by) {
-                    self.destroy(destroy);
-                }
-                return;
-            }
+            // Answered only after the object is gone, so that nothing the worker does next
+            // (a new file at the same path, say) meets a late destruction.
+            Request::Release(id) => match self.defs.registry.release(id, by) {
+                Some(destroy) => match destroy_in(&mut self.defs, self.ledger.as_mut(), destroy) {
+                    Ok(()) => Response::Ok,
+                    Err(e) => {
+                        tracing::warn!(id = id.0, error = %e, "cannot destroy {id}");
+                        Response::Error(remote_error(&e))
+                    }
+                },
+                None => Response::Ok,
+            },
             Request::GetResource { id, expected } => {
                 let found = match expected {
                     None => self.defs.registry.get(id, by),
@@ -1113,13 +1119,15 @@ impl Master {
             while let Ok(Some(request)) = channel.try_recv_msg::<Request>() {
                 match request {
                     Request::Finished(outcome) => self.report(pid, &mut slot, outcome),
+                    // A release whose answer the worker did not live to read: it is carried
+                    // out all the same (the end of the process would release it anyway).
                     Request::Release(id) => {
                         if let Some(destroy) = self.defs.registry.release(id, Holder::Process(pid))
                         {
                             self.destroy(destroy);
                         }
                     }
-                    // A request nobody will read the answer to.
+                    // Any other request nobody will read the answer to.
                     _ => {}
                 }
             }

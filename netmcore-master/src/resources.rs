@@ -290,7 +290,10 @@ fn wrong_kind(id: ResId, expected: ResourceKind, found: &ResourceRepr) -> Error 
 /// `sem_unlink`), a fork or join point dropped (then [`start`](crate::start) through it fails
 /// with [`Error::NoResource`]). An unknown id, or one the caller does not use, is ignored.
 ///
-/// In a worker this is a one-way message: it returns at once.
+/// It returns only after all this happened: when it returns, a destroyed object is gone from
+/// the file system (and its ledger record written), so the caller may at once create a new
+/// object at the same path or name without the master touching it. In a worker this is a
+/// round trip to the master.
 ///
 /// ```
 /// use netmcore_master::{get_file, manage_file, release};
@@ -308,11 +311,15 @@ fn wrong_kind(id: ResId, expected: ResourceKind, found: &ResourceRepr) -> Error 
 ///
 /// # Errors
 ///
-/// [`Error::MasterGone`] in a worker whose master is gone; before `startup` and in the
-/// master, the error of destroying the object (it is forgotten anyway).
+/// [`Error::MasterGone`] in a worker whose master is gone; the error of destroying the object
+/// (in a worker [`Error::InMaster`]; the object is forgotten anyway).
 pub fn release(id: ResId) -> Result<()> {
     if role() == Role::Worker {
-        return worker::send("release", &Request::Release(id));
+        return match worker::call("release", &Request::Release(id))? {
+            Response::Ok => Ok(()),
+            Response::Error(e) => Err(Error::from_remote(e)),
+            other => Err(worker::unexpected("release", &other)),
+        };
     }
     here(|here| match here {
         Here::PreStartup(defs) => match defs.registry.release(id, Holder::Master) {

@@ -81,16 +81,6 @@ pub(crate) fn call(call: &'static str, request: &Request) -> Result<Response> {
     }
 }
 
-/// Sends a one-way `request` for `call`.
-pub(crate) fn send(call: &'static str, request: &Request) -> Result<()> {
-    let mut guard = client();
-    let client = guard.as_mut().ok_or(Error::MasterGone)?;
-    client
-        .channel
-        .send_msg(request)
-        .map_err(|e| Error::channel(call, e))
-}
-
 /// The error for a response that does not answer `call`.
 pub(crate) fn unexpected(call: &'static str, response: &Response) -> Error {
     Error::Protocol {

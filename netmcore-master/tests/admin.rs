@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use netmcore_encap::Encap;
 use netmcore_ipc::channel::Channel;
+use netmcore_ipc::wire::PROTOCOL_VERSION;
 use netmcore_master::{
     ADMIN_MAX_CLIENTS, ADMIN_REQUEST_LIMIT, ADMIN_SOCKET_NAME, AdminStatus, Config, Error,
     admin_socket_path, admin_status, def_process, join, start, startup_with_result,
@@ -211,7 +212,8 @@ fn hostile_clients_are_dropped_and_the_master_keeps_serving() {
         // A slow client that never finishes its request (half a header), and a silent one:
         // the master serves the workers meanwhile, then drops both.
         let mut slow = UnixStream::connect(&path).expect("connect");
-        slow.write_all(&[0x4E, 1, 0, 0]).expect("half a header");
+        slow.write_all(&[0x4E, PROTOCOL_VERSION, 0, 0])
+            .expect("half a header");
         let mut silent = UnixStream::connect(&path).expect("connect");
         if !workers_still_served(echo, 1) {
             fail("a worker start and join while slow clients wait".to_owned());
@@ -243,7 +245,7 @@ fn hostile_clients_are_dropped_and_the_master_keeps_serving() {
 
         // A header that announces 1 GiB, then bytes: refused without reading them.
         let mut huge = UnixStream::connect(&path).expect("connect");
-        let mut header = vec![0x4E, 1, 0, 0];
+        let mut header = vec![0x4E, PROTOCOL_VERSION, 0, 0];
         header.extend_from_slice(&(1u32 << 30).to_le_bytes());
         huge.write_all(&header).expect("write");
         let _ = huge.write_all(&[b'x'; 1000]);

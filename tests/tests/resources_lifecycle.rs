@@ -5,10 +5,10 @@
 //! `startup` returns, nothing the run created is left in `/dev/shm` or live in the ledger, while
 //! the master's own mappings stay readable.
 //!
-//! Release messages may be one-way, so a destruction is awaited by polling (with the support
-//! module's generous deadline), and "still alive" is checked only after a round trip to the
-//! master (see [`sync_with_master`]), which the master answers after every earlier message of
-//! the same process.
+//! `release` returns only after the master destroyed what it had to, and a `join` only after
+//! the joined process's objects are gone, so both are checked the moment the call returns,
+//! never by polling. The `rewrite_after_release_*` scenarios are the user's view of it: an
+//! object released and at once made again under the same name must survive (200 rounds each).
 //!
 //! Run one with `cargo test -p netmcore-tests --test resources_lifecycle -- NAME`.
 
@@ -22,7 +22,7 @@ use netmcore::process::{self, ProcessType};
 use netmcore::{Encap, Error, ResId, ResourceKind, ResourceRepr};
 use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
-use support::objects::{self, wait_gone};
+use support::objects;
 use support::{
     Report, Scenario, cases, coordinator, ensure_err, reporting_coordinator, run_coordinator,
     verdict,
@@ -36,6 +36,9 @@ fn main() -> ExitCode {
         last_release_unlinks_a_shm,
         last_release_unlinks_a_sem,
         last_release_drops_fork_and_join_points,
+        rewrite_after_release_keeps_the_new_file,
+        rewrite_after_release_keeps_the_new_shm,
+        rewrite_after_release_keeps_the_new_sem,
         release_of_an_unknown_id_is_ignored,
         worker_that_returns_releases_everything,
         worker_that_panics_releases_everything,
@@ -49,8 +52,7 @@ fn main() -> ExitCode {
 const UNKNOWN: ResId = ResId(u64::MAX - 7);
 
 /// A round trip to the master that changes nothing (a lookup of an unknown id): when it
-/// returns, the master has handled every earlier message of this process, one-way releases
-/// included.
+/// returns, the master has handled every earlier message of this process.
 fn sync_with_master() -> anyhow::Result<()> {
     ensure_err!(netmcore::get_resource(UNKNOWN), Error::NoResource(id) if id == UNKNOWN);
     Ok(())
@@ -125,11 +127,60 @@ impl Object {
         objects::ensure_exists(&self.path(), &format!("{self:?}"))
     }
 
-    /// Waits until it is gone.
-    fn wait_gone(&self) -> anyhow::Result<()> {
-        wait_gone(&self.path()).with_context(|| format!("{self:?} was not destroyed"))
+    /// Fails if it still exists: checked the moment a `release` or `join` returned.
+    fn ensure_gone(&self) -> anyhow::Result<()> {
+        ensure!(
+            !self.path().exists(),
+            "{self:?} still exists after the call that destroys it returned"
+        );
+        Ok(())
+    }
+
+    /// Creates it again, as a new object that [`Object::ensure_new`] can tell from the one
+    /// [`Object::create`] makes: a file with other contents, a shm object of another size (the
+    /// semaphore is told by existing at all).
+    fn create_new(&self, round: usize) -> anyhow::Result<()> {
+        match self {
+            Object::File(path) => support::write_file(path, &format!("new {round}")),
+            Object::Shm(name) => objects::create_shm(name, NEW_SHM_SIZE),
+            Object::Sem(name) => objects::create_sem(name),
+        }
+    }
+
+    /// Fails unless the object made by [`Object::create_new`] in `round` is still there.
+    fn ensure_new(&self, round: usize) -> anyhow::Result<()> {
+        let path = self.path();
+        let what = format!("round {round}: the new {self:?}, made right after the release");
+        objects::ensure_exists(&path, &what)?;
+        match self {
+            Object::File(_) => {
+                let text = std::fs::read_to_string(&path).with_context(|| what.clone())?;
+                ensure!(text == format!("new {round}"), "{what} holds {text:?}");
+            }
+            Object::Shm(_) => {
+                let size = std::fs::metadata(&path)
+                    .with_context(|| what.clone())?
+                    .len();
+                ensure!(size == NEW_SHM_SIZE, "{what} has {size} bytes");
+            }
+            Object::Sem(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Removes it without the master (it is not managed).
+    fn remove(&self) -> anyhow::Result<()> {
+        match self {
+            Object::File(path) => std::fs::remove_file(path)?,
+            Object::Shm(name) => netmcore_ipc::shm::unlink(name)?,
+            Object::Sem(name) => netmcore_ipc::sem::unlink(name)?,
+        }
+        Ok(())
     }
 }
+
+/// The size of the shm object that [`Object::create_new`] makes (the first one has a page).
+const NEW_SHM_SIZE: u64 = 2 * 4096;
 
 /// One worker manages a shm object, fetches it twice more (once with `get_resource`, once with
 /// `get_shm`) and releases it once: it was one user, so the object is destroyed, and its id is
@@ -152,7 +203,7 @@ fn users_are_a_set(s: &Scenario) -> anyhow::Result<()> {
         );
         object.get(id)?;
         netmcore::release(id)?;
-        object.wait_gone()?;
+        object.ensure_gone()?;
         ensure_err!(netmcore::get_resource(id), Error::NoResource(i) if i == id);
         Ok(())
     })?;
@@ -174,7 +225,6 @@ fn holder_keeps_it_alive_through_2000_fetches_and_releases(s: &Scenario) -> anyh
                 netmcore::release(id)?;
             }
         }
-        sync_with_master()?;
         let resource = netmcore::get_resource(id).context("after 2,000 releases")?;
         resource.release()?;
         Ok(())
@@ -189,7 +239,7 @@ fn holder_keeps_it_alive_through_2000_fetches_and_releases(s: &Scenario) -> anyh
             .get(id)
             .context("the holder fetches it after the fetcher ended")?;
         netmcore::release(id)?;
-        object.wait_gone()
+        object.ensure_gone()
     })?;
     run_coordinator(s, &coordinator, &object)
 }
@@ -209,7 +259,7 @@ fn last_release_destroys(s: &Scenario, object: Object) -> anyhow::Result<()> {
             support::wait_for_file(&go)?;
             object.ensure_exists().context("before the last release")?;
             netmcore::release(id)?;
-            object.wait_gone()?;
+            object.ensure_gone()?;
             ensure_err!(netmcore::get_resource(id), Error::NoResource(i) if i == id);
             Ok(())
         })?;
@@ -219,13 +269,12 @@ fn last_release_destroys(s: &Scenario, object: Object) -> anyhow::Result<()> {
         let pid = last_user.start(&(object.clone(), id, got.clone(), go.clone()))?;
         support::wait_for_file(&got)?;
         netmcore::release(id)?;
-        sync_with_master()?;
         object
             .ensure_exists()
             .context("after the first of two users released it")?;
         support::touch(&go)?;
         verdict(last_user.join(pid)?).context("the last user")?;
-        object.wait_gone()
+        object.ensure_gone()
     })?;
     run_coordinator(s, &coordinator, &(object, s.path("got"), s.path("go")))
 }
@@ -243,6 +292,45 @@ fn last_release_unlinks_a_shm(s: &Scenario) -> anyhow::Result<()> {
 /// A managed named semaphore is unlinked when its last user releases it.
 fn last_release_unlinks_a_sem(s: &Scenario) -> anyhow::Result<()> {
     last_release_destroys(s, Object::Sem(objects::unique_name("last-sem")))
+}
+
+/// A worker makes an object, manages it, releases it (it was the only user) and at once makes
+/// a new object under the same name, as a program that rewrites its output does: 200 times,
+/// and after a round trip to the master (which has then handled everything the worker sent)
+/// the new object must still be there. A `release` that returned before the destruction would
+/// let the master's late `unlink` remove the new object (or, for `O_EXCL` objects, make the
+/// new `create` fail).
+fn rewrite_after_release(s: &Scenario, object: Object) -> anyhow::Result<()> {
+    let coordinator = coordinator(|object: Object| {
+        for round in 0..200 {
+            object.create().with_context(|| format!("round {round}"))?;
+            let id = object.manage()?;
+            netmcore::release(id).with_context(|| format!("round {round}: release"))?;
+            object
+                .create_new(round)
+                .with_context(|| format!("round {round}: make it again after the release"))?;
+            sync_with_master()?;
+            object.ensure_new(round)?;
+            object.remove()?;
+        }
+        Ok(())
+    })?;
+    run_coordinator(s, &coordinator, &object)
+}
+
+/// [`rewrite_after_release`] of a file.
+fn rewrite_after_release_keeps_the_new_file(s: &Scenario) -> anyhow::Result<()> {
+    rewrite_after_release(s, Object::File(s.path("rewritten.txt")))
+}
+
+/// [`rewrite_after_release`] of a shm object.
+fn rewrite_after_release_keeps_the_new_shm(s: &Scenario) -> anyhow::Result<()> {
+    rewrite_after_release(s, Object::Shm(objects::unique_name("rewritten-shm")))
+}
+
+/// [`rewrite_after_release`] of a named semaphore.
+fn rewrite_after_release_keeps_the_new_sem(s: &Scenario) -> anyhow::Result<()> {
+    rewrite_after_release(s, Object::Sem(objects::unique_name("rewritten-sem")))
 }
 
 /// The master is the user of the fork and join points that `def_process` makes. A worker that
@@ -349,9 +437,9 @@ struct EndingArg {
 }
 
 /// A worker manages a file, a shm object and a named semaphore and fetches a shm object the
-/// coordinator manages, then ends as `end` says. Shortly after its join returns, its three
-/// objects are gone, and the coordinator's object goes as soon as the coordinator releases it
-/// (so the worker no longer counts as its user).
+/// coordinator manages, then ends as `end` says. When its join returns, its three objects are
+/// gone, and the coordinator's object is gone when the coordinator's release returns (so the
+/// worker no longer counts as its user).
 fn worker_end_releases(s: &Scenario, end: End) -> anyhow::Result<()> {
     let ending = process::def_process(|arg: EndingArg| -> u64 {
         let prepare = || -> anyhow::Result<()> {
@@ -391,14 +479,14 @@ fn worker_end_releases(s: &Scenario, end: End) -> anyhow::Result<()> {
         let expected = (arg.end == End::Return).then_some(1);
         ensure!(out == expected, "the {:?} worker gave {out:?}", arg.end);
         for object in &arg.own {
-            object.wait_gone()?;
+            object.ensure_gone().context("after the join")?;
         }
         arg.borrowed_object
             .ensure_exists()
             .context("the coordinator still uses it")?;
         netmcore::release(borrowed)?;
         arg.borrowed_object
-            .wait_gone()
+            .ensure_gone()
             .context("the ended worker still counts as a user")
     })?;
     let arg = EndingArg {
