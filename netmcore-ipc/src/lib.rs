@@ -41,6 +41,7 @@
 //! | [`sem`] | POSIX named semaphores | `sem_open`, `sem_post`, `sem_timedwait`, … (the only user of libc) |
 //! | [`futex_sem`] | a counting semaphore living in shared memory, on one atomic word | `futex` (not private: it works across processes) |
 //! | [`channel`] | socketpair channels: length-prefixed frames, fd passing, big bodies as memfds, a non-blocking path for poll loops, peer credentials, a listener | `socketpair`, `sendmsg`/`recvmsg` with `SCM_RIGHTS`, `SO_PEERCRED` |
+//! | [`death_board`] | how waiters in shared memory learn that a process ended: a bit per process and a futex epoch, in memory every worker inherits | `memfd_create`, `mmap`, `futex` |
 //! | [`wire`] | the versioned protocol between a worker and the master: [`wire::Request`], [`wire::Response`] | — |
 //!
 //! Every unsafe block of the crate is in a private `sys` module with a `// SAFETY:` comment;
@@ -60,6 +61,7 @@ mod sync;
 mod sys;
 
 pub mod channel;
+pub mod death_board;
 pub mod futex_sem;
 pub mod memfd;
 pub mod sem;

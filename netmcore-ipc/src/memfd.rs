@@ -233,6 +233,37 @@ impl Memfd {
         }
     }
 
+    /// `mmap(PROT_READ | PROT_WRITE, MAP_SHARED)` of the whole file, for memory that this
+    /// process and the processes it forks afterwards share (no seal is needed or checked).
+    ///
+    /// ```
+    /// use netmcore_ipc::memfd::Memfd;
+    ///
+    /// let memfd = Memfd::create("netmcore-doc-shared", 4096)?;
+    /// let mapping = memfd.map_shared()?;
+    /// drop(memfd); // the mapping keeps the memory
+    /// mapping.as_atomic_u8s()[7].store(1, std::sync::atomic::Ordering::Relaxed);
+    /// # Ok::<(), netmcore_ipc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] naming `fstat` or `mmap`; [`Error::Protocol`] for a file larger than the
+    /// address space.
+    #[doc(alias = "mmap")]
+    pub fn map_shared(&self) -> Result<crate::shm::Mapping> {
+        let len = usize::try_from(self.size()?).map_err(|_| Error::Protocol {
+            what: "memfd",
+            reason: "larger than the address space".to_owned(),
+        })?;
+        crate::shm::Mapping::map(
+            self.fd.as_fd(),
+            len,
+            crate::shm::MapOptions::new(),
+            &self.label,
+        )
+    }
+
     /// All bytes of the file, read with `pread` into a new vector.
     ///
     /// # Errors

@@ -136,6 +136,15 @@ pub enum Request {
     },
     /// `self_process_id`: answered with [`Response::ProcessId`].
     SelfProcessId,
+    /// `create_shm`: the master records, creates (`O_EXCL`, 0600) and sizes a shm object
+    /// that the worker maps itself, the worker being its only user; answered with
+    /// [`Response::Resource`] (a `PosixShm` with its name).
+    CreateShm {
+        /// The name prefix, starting with `/`; the master adds a unique suffix.
+        prefix: String,
+        /// The size in bytes.
+        size: u64,
+    },
 }
 
 impl Request {
@@ -365,6 +374,9 @@ impl fmt::Display for Request {
                 write!(f, "create preallocated shm {prefix:?} of {size} bytes")
             }
             Request::SelfProcessId => f.write_str("self_process_id"),
+            Request::CreateShm { prefix, size } => {
+                write!(f, "create shm {prefix:?} of {size} bytes")
+            }
         }
     }
 }
@@ -463,6 +475,10 @@ mod tests {
                 size: 1 << 30,
             },
             Request::SelfProcessId,
+            Request::CreateShm {
+                prefix: "/netmcore-shared-".into(),
+                size: 4096,
+            },
         ]
     }
 

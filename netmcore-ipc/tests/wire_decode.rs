@@ -59,6 +59,7 @@ fn request() -> impl Strategy<Value = Request> {
         (".*", any::<u64>())
             .prop_map(|(prefix, size)| Request::CreatePreallocatedShm { prefix, size }),
         Just(Request::SelfProcessId),
+        (".*", any::<u64>()).prop_map(|(prefix, size)| Request::CreateShm { prefix, size }),
     ]
 }
 

@@ -50,6 +50,7 @@
 
 mod admin;
 mod api;
+mod board;
 mod config;
 pub mod debug;
 mod dir;
@@ -76,12 +77,13 @@ pub use api::{
     def_process, join, join_nowait, self_process_id, start, start_with, startup,
     startup_with_result,
 };
+pub use board::{death_board, self_tag};
 pub use config::Config;
 pub use dir::{DestroyReport, LOCK_FILE_NAME};
 pub use error::{Error, Result};
 pub use netmcore_ipc::shm::SharedMemory;
 pub use resources::{
-    ComputeResource, ResourceRepr, create_preallocated_shm, destroy_resources,
+    ComputeResource, ResourceRepr, create_preallocated_shm, create_shm, destroy_resources,
     destroy_resources_in, get_file, get_resource, get_sem, get_shm, manage_file, manage_sem,
     manage_shm, release,
 };

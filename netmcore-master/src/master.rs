@@ -184,6 +184,8 @@ impl Master {
             )?);
         }
         self.ledger = Some(dir::open_ledger(&self.dir)?);
+        // Before the first fork, so that every worker inherits it.
+        crate::board::make()?;
         let lock_fd = self.lock.as_ref().map(AsRawFd::as_raw_fd);
         self.guardian = Some(Guardian::spawn(
             &self.dir,
@@ -663,6 +665,16 @@ impl Master {
                     Err(e) => Response::Error(remote_error(&e)),
                 }
             }
+            Request::CreateShm { prefix, size } => match usize::try_from(size)
+                .map_err(|_| Error::InvalidName(format!("{prefix} of {size} bytes")))
+                .and_then(|size| self.create_shm(&prefix, size, by))
+            {
+                Ok((id, name)) => Response::Resource {
+                    id,
+                    desc: ResourceDesc::PosixShm(name),
+                },
+                Err(e) => Response::Error(remote_error(&e)),
+            },
             Request::SelfProcessId => Response::ProcessId(from),
             other => Response::Error(RemoteError::Io {
                 op: "request".to_owned(),
@@ -703,16 +715,37 @@ impl Master {
         size: usize,
         by: Holder,
     ) -> Result<(ResId, String)> {
-        if let Holder::Process(pid) = by
-            && !self
-                .defs
-                .registry
-                .process(pid)
-                .is_some_and(|p| p.state() == ProcessState::Running)
-        {
-            return Err(Error::UnknownProcess(pid));
-        }
+        self.ensure_running(by)?;
         create_preallocated_in(&mut self.defs, self.ledger.as_mut(), prefix, size, by)
+    }
+
+    /// Fails with [`Error::UnknownProcess`] unless `by` is the master or a running process: a
+    /// request of a process that already reported its end creates nothing for it.
+    fn ensure_running(&self, by: Holder) -> Result<()> {
+        match by {
+            Holder::Process(pid)
+                if !self
+                    .defs
+                    .registry
+                    .process(pid)
+                    .is_some_and(|p| p.state() == ProcessState::Running) =>
+            {
+                Err(Error::UnknownProcess(pid))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `create_shm` for `by`: creates and sizes a shm object that the caller maps itself
+    /// (recorded in the ledger before it is created).
+    pub(crate) fn create_shm(
+        &mut self,
+        prefix: &str,
+        size: usize,
+        by: Holder,
+    ) -> Result<(ResId, String)> {
+        self.ensure_running(by)?;
+        create_shm_in(&mut self.defs, self.ledger.as_mut(), prefix, size, by)
     }
 
     /// Records the objects registered before `startup` (preallocated shm, say) in the
@@ -1114,6 +1147,10 @@ impl Master {
         let Some(mut slot) = self.workers.remove(&pid) else {
             return;
         };
+        // Reaped: whoever waits for it in shared memory may now give up on it.
+        if let Some(board) = crate::board::death_board() {
+            board.mark_dead(pid);
+        }
         // Its last words may still be in the channel.
         if let Some(mut channel) = slot.channel.take() {
             while let Ok(Some(request)) = channel.try_recv_msg::<Request>() {
@@ -1245,6 +1282,49 @@ fn unique_name(prefix: &str) -> String {
     format!("{prefix}{:016x}", hasher.finish())
 }
 
+/// Draws a name from `prefix`, records it in `ledger` (when open) and creates exactly that
+/// name (`O_CREAT | O_EXCL`, 0600), drawing again when it exists; for `call`.
+fn create_recorded_shm(
+    mut ledger: Option<&mut Ledger>,
+    prefix: &str,
+    call: &'static str,
+) -> Result<(ShmObject, LedgerObject)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let name = unique_name(prefix);
+        netmcore_resources::registry::validate_shm_name(&name)
+            .map_err(|_| Error::InvalidName(prefix.to_owned()))?;
+        let object = LedgerObject::shm(name.as_str());
+        if let Some(ledger) = ledger.as_deref_mut() {
+            ledger.registered(&object)?;
+        }
+        match ShmObject::create(&name) {
+            Ok(shm) => return Ok((shm, object)),
+            Err(e) => {
+                // Not ours: the record must not make a cleanup destroy someone else's object.
+                if let Some(ledger) = ledger.as_deref_mut() {
+                    let _ = ledger.destroyed(&object);
+                }
+                let exists = matches!(&e, netmcore_ipc::Error::Os { source, .. }
+                    if source.kind() == std::io::ErrorKind::AlreadyExists);
+                if !exists || attempt >= UNIQUE_ATTEMPTS {
+                    return Err(from_ipc(call, e));
+                }
+            }
+        }
+    }
+}
+
+/// Unlinks `shm`, made by [`create_recorded_shm`], and records that, after a later step
+/// failed.
+fn undo_recorded_shm(shm: &ShmObject, object: &LedgerObject, ledger: Option<&mut Ledger>) {
+    let _ = shm.unlink();
+    if let Some(ledger) = ledger {
+        let _ = ledger.destroyed(object);
+    }
+}
+
 /// Creates a preallocated shm for `by`: draws a name, records it in `ledger` (when open),
 /// creates exactly that name (`O_CREAT | O_EXCL`, 0600), sizes it, maps it here with
 /// `MAP_POPULATE` for the life of the process, and registers it.
@@ -1255,45 +1335,16 @@ pub(crate) fn create_preallocated_in(
     size: usize,
     by: Holder,
 ) -> Result<(ResId, String)> {
-    let invalid = || Error::InvalidName(prefix.to_owned());
-    let len = u64::try_from(size).map_err(|_| invalid())?;
-    let mut attempt = 0;
-    let (shm, object) = loop {
-        attempt += 1;
-        let name = unique_name(prefix);
-        netmcore_resources::registry::validate_shm_name(&name).map_err(|_| invalid())?;
-        let object = LedgerObject::shm(name.as_str());
-        if let Some(ledger) = ledger.as_deref_mut() {
-            ledger.registered(&object)?;
-        }
-        match ShmObject::create(&name) {
-            Ok(shm) => break (shm, object),
-            Err(e) => {
-                // Not ours: the record must not make a cleanup destroy someone else's object.
-                if let Some(ledger) = ledger.as_deref_mut() {
-                    let _ = ledger.destroyed(&object);
-                }
-                let exists = matches!(&e, netmcore_ipc::Error::Os { source, .. }
-                    if source.kind() == std::io::ErrorKind::AlreadyExists);
-                if !exists || attempt >= UNIQUE_ATTEMPTS {
-                    return Err(from_ipc("create_preallocated_shm", e));
-                }
-            }
-        }
-    };
+    let len = u64::try_from(size).map_err(|_| Error::InvalidName(prefix.to_owned()))?;
+    let (shm, object) =
+        create_recorded_shm(ledger.as_deref_mut(), prefix, "create_preallocated_shm")?;
     let mapped = shm
         .set_size(len)
         .and_then(|()| shm.map_shared_with(MapOptions::new().populate(true)));
-    let undo = |ledger: Option<&mut Ledger>| {
-        let _ = shm.unlink();
-        if let Some(ledger) = ledger {
-            let _ = ledger.destroyed(&object);
-        }
-    };
     let memory = match mapped {
         Ok(memory) => memory,
         Err(e) => {
-            undo(ledger);
+            undo_recorded_shm(&shm, &object, ledger);
             return Err(from_ipc("create_preallocated_shm", e));
         }
     };
@@ -1315,7 +1366,37 @@ pub(crate) fn create_preallocated_in(
             Ok((id, name))
         }
         Err(e) => {
-            undo(ledger);
+            undo_recorded_shm(&shm, &object, ledger);
+            Err(e.into())
+        }
+    }
+}
+
+/// Creates a shm object for `by` that the caller maps itself (`create_shm`): draws a name,
+/// records it in `ledger` (when open), creates exactly that name (`O_CREAT | O_EXCL`, 0600),
+/// sizes it and registers it as a [`ResourceDesc::PosixShm`] whose only user is `by`. The
+/// master does not map it.
+pub(crate) fn create_shm_in(
+    defs: &mut Definitions,
+    mut ledger: Option<&mut Ledger>,
+    prefix: &str,
+    size: usize,
+    by: Holder,
+) -> Result<(ResId, String)> {
+    let len = u64::try_from(size).map_err(|_| Error::InvalidName(prefix.to_owned()))?;
+    let (shm, object) = create_recorded_shm(ledger.as_deref_mut(), prefix, "create_shm")?;
+    if let Err(e) = shm.set_size(len) {
+        undo_recorded_shm(&shm, &object, ledger);
+        return Err(from_ipc("create_shm", e));
+    }
+    let name = shm.name().to_owned();
+    match defs
+        .registry
+        .register(ResourceDesc::PosixShm(name.clone()), by)
+    {
+        Ok(id) => Ok((id, name)),
+        Err(e) => {
+            undo_recorded_shm(&shm, &object, ledger);
             Err(e.into())
         }
     }

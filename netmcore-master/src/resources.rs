@@ -485,6 +485,56 @@ pub fn create_preallocated_shm(prefix: &str, size: usize) -> Result<(ResId, Stri
     })
 }
 
+/// Creates a POSIX shm object for the calling process to map itself: a name of `prefix`
+/// followed by 16 random hex digits, recorded in the ledger before it exists, created
+/// (`O_CREAT | O_EXCL`, mode 0600) and sized to `size` zero bytes by the master. Returns its id
+/// and name; the caller is its only user, and others become users with [`get_shm`]. Like
+/// every resource it is unlinked when its last user releases it or ends, and after a crash.
+///
+/// Unlike [`create_preallocated_shm`], the master does not map it: any process that knows the
+/// name maps it wherever it likes (`ShmObject::open(name)?.map()`), so a structure made by a
+/// worker can be opened by a sibling that was forked before it existed.
+///
+/// ```
+/// use netmcore_ipc::shm::ShmObject;
+/// use netmcore_master::{create_shm, get_shm, release};
+///
+/// let (id, name) = create_shm("/netmcore-doc-segment-", 4096)?;
+/// assert_eq!(get_shm(id)?, name);
+/// let mapping = ShmObject::open(&name)?.map()?;
+/// assert_eq!(mapping.len(), 4096);
+/// release(id)?; // the only user let go: unlinked, and the mapping stays valid
+/// assert!(ShmObject::open(&name).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::InvalidName`] when `prefix` does not make a shm name (it must start with `/` and
+/// contain no other `/`); [`Error::Io`] (in a worker [`Error::InMaster`]) naming `shm_open` or
+/// `ftruncate`; [`Error::Ledger`] when the ledger cannot be written; [`Error::MasterGone`] in
+/// a worker whose master is gone.
+pub fn create_shm(prefix: &str, size: usize) -> Result<(ResId, String)> {
+    if role() == Role::Worker {
+        let request = Request::CreateShm {
+            prefix: prefix.to_owned(),
+            size: u64::try_from(size).map_err(|_| Error::InvalidName(prefix.to_owned()))?,
+        };
+        return match worker::call("create_shm", &request)? {
+            Response::Resource {
+                id,
+                desc: ResourceDesc::PosixShm(name),
+            } => Ok((id, name)),
+            Response::Error(e) => Err(Error::from_remote(e)),
+            other => Err(worker::unexpected("create_shm", &other)),
+        };
+    }
+    here(|here| match here {
+        Here::PreStartup(defs) => master::create_shm_in(defs, None, prefix, size, Holder::Master),
+        Here::Master(master) => master.create_shm(prefix, size, Holder::Master),
+    })
+}
+
 /// Destroys every object the master knows — files, shm objects, semaphores, preallocated
 /// shm, whoever uses them — and everything its ledger lists. Process types (fork and join
 /// points) stay. Before `startup`, destroys the objects registered so far.
