@@ -5,9 +5,11 @@
 
 use std::sync::OnceLock;
 
-use netmcore_ipc::death_board::{DeathBoard, MASTER_TAG, tag_of};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::state::{Role, role};
+use netmcore_ipc::death_board::{DeathBoard, MASTER_TAG, NO_TAG, tag_of};
+use netmcore_resources::ProcessId;
+
 use crate::{Error, Result, worker};
 
 /// The board, once the first `startup` made it. A worker has the master's copy: the value was
@@ -38,19 +40,28 @@ pub fn death_board() -> Option<DeathBoard> {
     BOARD.get().copied()
 }
 
+/// The tag of this process: [`MASTER_TAG`] until the process becomes a worker, whose
+/// `install` sets it once, right after the fork (a worker never becomes another one). An
+/// atomic, so that a lock in shared memory knows who takes it without a system call.
+static OWN_TAG: AtomicU32 = AtomicU32::new(MASTER_TAG);
+
+/// Records that this process is the worker of process `pid` (0, no tag, beyond the tags).
+pub(crate) fn set_own_tag(pid: ProcessId) {
+    OWN_TAG.store(tag_of(pid).unwrap_or(NO_TAG), Ordering::Relaxed);
+}
+
 /// The tag that names the calling process in shared memory (see
 /// [`netmcore_ipc::death_board::tag_of`]): its process id plus one in a worker;
 /// [`MASTER_TAG`] in the master and before `startup`, whose program becomes the master and
-/// never ends while a worker could wait for it.
+/// never ends while a worker could wait for it. One atomic load.
 ///
 /// # Errors
 ///
-/// [`Error::MasterGone`] in a worker whose master is gone; [`Error::UnknownProcess`] for a
-/// process whose id is beyond the tags (about a billion processes into the program).
+/// [`Error::UnknownProcess`] for a worker whose id is beyond the tags (about a billion
+/// processes into the program).
 pub fn self_tag() -> Result<u32> {
-    if role() != Role::Worker {
-        return Ok(MASTER_TAG);
+    match OWN_TAG.load(Ordering::Relaxed) {
+        NO_TAG => Err(Error::UnknownProcess(worker::self_pid()?)),
+        tag => Ok(tag),
     }
-    let pid = worker::self_pid()?;
-    tag_of(pid).ok_or(Error::UnknownProcess(pid))
 }

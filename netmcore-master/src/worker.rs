@@ -52,6 +52,7 @@ pub(crate) fn inherited(id: ResId) -> Option<SharedMemory> {
 
 /// Makes this process the worker of process `pid`, talking to its master over `channel`.
 pub(crate) fn install(channel: Channel, pid: ProcessId) {
+    crate::board::set_own_tag(pid);
     *client() = Some(Client { channel, pid });
 }
 

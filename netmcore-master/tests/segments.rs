@@ -177,7 +177,8 @@ fn a_created_shm_is_in_the_ledger_and_gone_with_its_killed_creator() {
         let live = ledger::replay_dir(&sock2).map_err(|e| e.to_string());
         check!(
             failures,
-            live.as_ref().is_ok_and(|l| l.contains(&LedgerObject::shm(name.as_str()))),
+            live.as_ref()
+                .is_ok_and(|l| l.contains(&LedgerObject::shm(name.as_str()))),
             "the ledger does not list {name}: {live:?}"
         );
         write_file(&go, "die");
