@@ -2,11 +2,12 @@
 //! mode and runs it; its exit status is the command's.
 //!
 //! The program measures the figures of DESIGN.md §6 through the public API, next to the
-//! machine's floors (fork + wait, a socket round trip, memcpy) taken in the same run, and
-//! prints `name value unit` per figure (the median of several repetitions) and `name value
-//! ratio` per ratio on stdout, and a summary of the targets met on stderr. An unmet target is
-//! a result, not a failure; the command fails only when a measurement broke or left something
-//! behind. See `tests/src/bin/bench/main.rs`.
+//! machine's floors (fork + wait, a socket round trip, memcpy, a process-shared pthread mutex,
+//! a busy-wait ring in shared memory) taken in the same run, and prints `name value unit` per
+//! figure (the median of several repetitions) and `name value ratio` per ratio on stdout, and
+//! a summary of the targets met on stderr. An unmet target is a result, not a failure; the
+//! command fails only when a measurement broke or left something behind. See
+//! `tests/src/bin/bench/main.rs`.
 
 use std::path::PathBuf;
 

@@ -29,8 +29,8 @@ mod floors;
 mod report;
 #[allow(
     unsafe_code,
-    reason = "the floors' bare fork and _exit, and a plain view of a read-only shm region; see \
-              the SAFETY comments"
+    reason = "the floors' bare fork and _exit and their process-shared pthread mutex, and a \
+              plain view of a read-only shm region; see the SAFETY comments"
 )]
 mod sys;
 
@@ -123,7 +123,7 @@ pub struct Job {
 }
 
 /// The measurements, in the order of the run (the floors first).
-pub const JOBS: [Job; 9] = [
+pub const JOBS: [Job; 11] = [
     Job {
         name: "floor_fork",
         figures: &["floor_fork_wait_us"],
@@ -138,6 +138,16 @@ pub const JOBS: [Job; 9] = [
         name: "floor_memory",
         figures: &["floor_memcpy_gb_s", "floor_memread_gb_s"],
         run: floors::memory,
+    },
+    Job {
+        name: "floor_mutex",
+        figures: &["floor_mutex_incr_per_s"],
+        run: floors::mutex_incr,
+    },
+    Job {
+        name: "floor_ring",
+        figures: &["floor_ring_msgs_per_s"],
+        run: floors::ring,
     },
     Job {
         name: "spawn_join",

@@ -28,12 +28,14 @@ pub struct Figure {
 }
 
 /// Every figure, in the order of the output.
-pub const FIGURES: [Figure; 13] = [
+pub const FIGURES: [Figure; 15] = [
     figure("cores", "count", Role::Extra),
     figure("floor_fork_wait_us", "us", Role::Floor),
     figure("floor_socket_rtt_us", "us", Role::Floor),
     figure("floor_memcpy_gb_s", "GB/s", Role::Floor),
     figure("floor_memread_gb_s", "GB/s", Role::Extra),
+    figure("floor_mutex_incr_per_s", "incr/s", Role::Floor),
+    figure("floor_ring_msgs_per_s", "msgs/s", Role::Floor),
     figure("spawn_join_us", "us", Role::Judged),
     figure("spawn_join_big_requester_us", "us", Role::Judged),
     figure("parallel_tasks_per_s", "tasks/s", Role::Judged),
