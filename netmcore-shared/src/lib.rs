@@ -37,6 +37,14 @@ mod error;
     )
 )]
 mod handle;
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "read and written by the segments, which come with the master's glue"
+    )
+)]
+mod header;
 mod plain;
 mod task;
 
