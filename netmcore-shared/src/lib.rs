@@ -48,6 +48,29 @@ mod header;
 mod plain;
 mod task;
 
+// The protocols, pure state machines over `sync` atomics; the structures drive them.
+#[cfg_attr(
+    any(not(test), netmcore_loom),
+    allow(
+        dead_code,
+        reason = "driven by the structures, which come with the master's segment glue; under \
+                  loom only the models run"
+    )
+)]
+mod mutex;
+#[cfg_attr(
+    any(not(test), netmcore_loom),
+    allow(
+        dead_code,
+        reason = "driven by the structures, which come with the master's segment glue; under \
+                  loom only the models run"
+    )
+)]
+mod protocol;
+mod sync;
+#[cfg(test)]
+mod testing;
+
 pub use error::{Error, Result};
 pub use handle::Handle;
 pub use plain::Plain;
