@@ -95,6 +95,18 @@ mod mutex;
 )]
 mod protocol;
 mod sync;
+#[allow(
+    unsafe_code,
+    reason = "the typed views of a mapping; each block has its SAFETY comment"
+)]
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "used by the structures, which come with the master's segment glue"
+    )
+)]
+mod sys;
 #[cfg(test)]
 mod testing;
 
