@@ -46,6 +46,15 @@ mod handle;
 )]
 mod header;
 mod plain;
+#[cfg_attr(
+    any(not(test), netmcore_loom),
+    allow(
+        dead_code,
+        reason = "used by the segments, which come with the master's glue; under loom only the \
+                  models run"
+    )
+)]
+mod segment;
 mod task;
 
 // The protocols, pure state machines over `sync` atomics; the structures drive them.

@@ -207,12 +207,16 @@ mod words {
     use crate::condvar::state::CondvarWords;
     use crate::mutex::state::MutexWords;
 
-    // No padding: each size is the sum of the sizes of the fields.
-    const _: () = assert!(size_of::<MutexWords>() == 8 && align_of::<MutexWords>() == 4);
-    const _: () = assert!(size_of::<CondvarWords>() == 4 && align_of::<CondvarWords>() == 4);
-    const _: () = assert!(size_of::<BarrierWords>() == 8 && align_of::<BarrierWords>() == 4);
-    const _: () = assert!(size_of::<ClaimsWords>() == 8 && align_of::<ClaimsWords>() == 4);
-    const _: () = assert!(size_of::<ClaimSlot>() == 24 && align_of::<ClaimSlot>() == 8);
+    use crate::segment::{BARRIER_WORDS, CLAIM_SLOT, CLAIMS_WORDS, CONDVAR_WORDS, MUTEX_WORDS};
+
+    // No padding: each size is the sum of the sizes of the fields. The segment layouts use
+    // the same sizes.
+    const _: () = assert!(size_of::<MutexWords>() == 8 && MUTEX_WORDS == 8);
+    const _: () = assert!(size_of::<CondvarWords>() == 4 && CONDVAR_WORDS == 4);
+    const _: () = assert!(size_of::<BarrierWords>() == 8 && BARRIER_WORDS == 8);
+    const _: () = assert!(size_of::<ClaimsWords>() == 8 && CLAIMS_WORDS == 8);
+    const _: () = assert!(size_of::<ClaimSlot>() == 24 && CLAIM_SLOT == 24);
+    const _: () = assert!(align_of::<ClaimSlot>() == 8);
 
     // SAFETY: `#[repr(C)]` of two `AtomicU32`, no padding (asserted above).
     unsafe impl SharedWords for MutexWords {}
