@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use crate::ci::workspace_root;
 
 /// Crates that contain loom models.
-const CRATES: &[&str] = &["netmcore-ipc"];
+const CRATES: &[&str] = &["netmcore-ipc", "netmcore-shared"];
 
 /// Runs every loom model with `LOOM_MAX_PREEMPTIONS=2` in release mode.
 pub fn run() -> anyhow::Result<()> {

@@ -12,8 +12,13 @@ use anyhow::{Context, bail};
 use crate::ci::workspace_root;
 
 /// The crates with property tests: encap round trips and decoding, the registry model and
-/// ledger replay, wire and frame decoding of arbitrary and mutated input.
-const CRATES: &[&str] = &["netmcore-encap", "netmcore-resources", "netmcore-ipc"];
+/// ledger replay, wire and frame decoding of arbitrary and mutated input, segment headers.
+const CRATES: &[&str] = &[
+    "netmcore-encap",
+    "netmcore-resources",
+    "netmcore-ipc",
+    "netmcore-shared",
+];
 
 /// The default number of cases per property.
 const DEFAULT_CASES: u32 = 10_000;

@@ -1,0 +1,3 @@
+//! The process-shared barrier: its protocol, in [`state`].
+
+pub(crate) mod state;

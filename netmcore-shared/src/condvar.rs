@@ -1,0 +1,3 @@
+//! The process-shared condition variable: its protocol, in [`state`].
+
+pub(crate) mod state;

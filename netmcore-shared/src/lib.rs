@@ -1,0 +1,125 @@
+//! Data structures in shared memory for [netmcore](https://crates.io/crates/netmcore): locks,
+//! vectors, maps, channels and pipes that processes of one netmcore run share, each in a POSIX
+//! shared memory *segment* of its own that the master registers like any other resource.
+//!
+//! The structures are the Rust-shaped counterparts of OCamlnet's netmulticore ones (mempool,
+//! heap, array, matrix, hashtbl, queue, buffer, mutex, sem, condition, camlboxes):
+//!
+//! * **Typed.** Element types are [`Plain`]: zerocopy's `FromBytes + IntoBytes + KnownLayout +
+//!   Immutable`, so no pointer ever lands in shared memory and any bytes are a valid value.
+//! * **Position independent.** Contents are addressed by offsets, never pointers, so any process
+//!   maps a segment at any address: a structure created by a worker can be opened by a sibling
+//!   that was not forked after it, through a [`Handle`] passed in an argument or a message.
+//! * **Checked.** Every segment starts with one header layout (magic, layout version, kind,
+//!   the fingerprint of the element types, sizes). Opening checks it against the handle and the
+//!   object's real size, and every offset, index and tag read from shared memory is checked
+//!   again where it is used: a corrupt segment is an [`Error::Corrupt`] in the process that
+//!   meets it, never undefined behaviour and never a panic.
+//! * **Robust when a process dies.** Holders and peers are named in shared memory by a tag of
+//!   their process. A wait watches the master's death board beside its own word, so a lock
+//!   whose holder died is taken over (and reported poisoned), a barrier a participant died at is
+//!   [`Error::Broken`], and claims of a dead process are released.
+//! * **Leak-free.** A segment is a resource of the master: it is destroyed when its last user
+//!   lets go or dies, and after a crash.
+//!
+//! Every protocol over shared words is a pure state machine, model-checked with loom under
+//! `cfg(netmcore_loom)`; the futex calls and the views of a mapping around them are thin
+//! wrappers in one private `sys` module, the only place with `unsafe` code.
+#![deny(unsafe_code)]
+
+mod error;
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "the crate-private constructors serve the structures, which come with the \
+                  master's segment glue"
+    )
+)]
+mod handle;
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "read and written by the segments, which come with the master's glue"
+    )
+)]
+mod header;
+mod plain;
+#[cfg_attr(
+    any(not(test), netmcore_loom),
+    allow(
+        dead_code,
+        reason = "used by the segments, which come with the master's glue; under loom only the \
+                  models run"
+    )
+)]
+mod segment;
+mod task;
+
+// The protocols, pure state machines over `sync` atomics; the structures drive them.
+#[cfg_attr(
+    any(not(test), netmcore_loom),
+    allow(
+        dead_code,
+        reason = "driven by the structures, which come with the master's segment glue; under \
+                  loom only the models run"
+    )
+)]
+mod barrier;
+#[cfg_attr(
+    any(not(test), netmcore_loom),
+    allow(
+        dead_code,
+        reason = "driven by the structures, which come with the master's segment glue; under \
+                  loom only the models run"
+    )
+)]
+mod claims;
+#[cfg_attr(
+    any(not(test), netmcore_loom),
+    allow(
+        dead_code,
+        reason = "driven by the structures, which come with the master's segment glue; under \
+                  loom only the models run"
+    )
+)]
+mod condvar;
+#[cfg_attr(
+    any(not(test), netmcore_loom),
+    allow(
+        dead_code,
+        reason = "driven by the structures, which come with the master's segment glue; under \
+                  loom only the models run"
+    )
+)]
+mod mutex;
+#[cfg_attr(
+    any(not(test), netmcore_loom),
+    allow(
+        dead_code,
+        reason = "driven by the structures, which come with the master's segment glue; under \
+                  loom only the models run"
+    )
+)]
+mod protocol;
+mod sync;
+#[allow(
+    unsafe_code,
+    reason = "the typed views of a mapping; each block has its SAFETY comment"
+)]
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "used by the structures, which come with the master's segment glue"
+    )
+)]
+mod sys;
+#[cfg(test)]
+mod testing;
+
+pub use error::{Error, Result};
+pub use handle::Handle;
+pub use plain::Plain;
+pub use task::TaskFailure;
