@@ -12,11 +12,42 @@
 //! the header records, so a process that opens a segment recomputes it from the header and
 //! refuses a segment whose recorded offsets differ ([`Layout::check`]): after that, every
 //! offset it uses is one it computed itself.
+//!
+//! # Segments
+//!
+//! A [`Segment`] is the POSIX shm object of one structure, created through the master, mapped
+//! by each process wherever the kernel likes, and let go when the process's last value of the
+//! structure is dropped.
+//!
+//! # Users
+//!
+//! The master counts *processes* as users of a segment. A process becomes one when it creates
+//! the segment ([`Segment::create`], through `create_shm`) or opens it ([`Segment::open`],
+//! through `get_shm`), and stops being one when its last value of the structure is dropped
+//! (`release`, which returns after the master destroyed the segment if this was its last
+//! user) or when it ends. Within a process, every value of one structure shares one
+//! [`Segment`] through an [`Arc`] found in a process-wide table, so that opening a handle twice
+//! maps it once and counts once.
+//!
+//! A worker forked from a process that had the segment open (a value captured by a process
+//! body, say) inherits the mapping and the table, but the master does not count it: the first
+//! `open` in the child registers it, and a drop in a child that never did releases nothing.
+//!
+//! In the master, `get_shm` is a lookup that adds no user (the master is the user only of what
+//! it creates), so a segment the master merely opened lives as long as its workers' uses.
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use netmcore_ipc::shm::{Mapping, ShmObject};
 use netmcore_resources::ResId;
 
+use crate::handle::Handle;
+
 use crate::barrier::state::opener_slots;
-use crate::header::{HEADER_LEN, Header, Kind, Sizes};
+use crate::header::{self, HEADER_LEN, Header, Kind, Sizes};
 use crate::{Error, Result};
 
 /// Bytes of a mutex's words (`MutexWords`: lock and poison).
@@ -281,6 +312,285 @@ impl Layout {
         }
         Ok(layout)
     }
+}
+
+/// The segments this process has open, by id.
+static OPEN: Mutex<BTreeMap<ResId, Weak<Segment>>> = Mutex::new(BTreeMap::new());
+
+/// A callback run when the process lets a segment go (its last value dropped).
+type Leave = Box<dyn Fn(&Segment) + Send + Sync>;
+
+/// One mapped segment; see the [module](self) docs.
+pub(crate) struct Segment {
+    id: ResId,
+    header: Header,
+    mapping: Mapping,
+    /// The Unix pid of the process that the master counts as a user through this value (0:
+    /// none). A forked child inherits the value with its parent's pid in it.
+    user_in: AtomicU32,
+    /// What to undo in the segment when this process lets it go (a barrier's opener slot).
+    leave: Mutex<Option<Leave>>,
+}
+
+impl Segment {
+    /// Creates a segment of `kind` for the type `fingerprint` with the given sizes (its
+    /// `total_len` is the object's size), lets `init` write its initial state into the bytes of
+    /// the new object (all zeroes before; nobody else maps it yet), and publishes the header.
+    /// The caller is the only user.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Master`] when the master cannot create it (no master in a worker, a ledger or
+    /// `shm_open` failure); [`Error::TooLarge`] when the sizes do not fit the address space;
+    /// the error of `init`. Nothing is left behind on any error.
+    pub(crate) fn create(
+        kind: Kind,
+        fingerprint: u64,
+        sizes: Sizes,
+        init: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<Arc<Segment>> {
+        let total = usize::try_from(sizes.total_len).map_err(|_| Error::TooLarge {
+            size: usize::MAX,
+            max: isize::MAX.unsigned_abs(),
+        })?;
+        let prefix = format!(
+            "/netmcore-{}-{}-",
+            std::process::id(),
+            kind.name().to_ascii_lowercase()
+        );
+        let (id, name) = netmcore_master::create_shm(&prefix, total)?;
+        let made = map(id, &name).and_then(|mut mapping| {
+            init(crate::sys::fresh_bytes(&mut mapping))?;
+            let segment = Segment {
+                id,
+                header: Header::new(kind, fingerprint, sizes),
+                mapping,
+                user_in: AtomicU32::new(std::process::id()),
+                leave: Mutex::new(None),
+            };
+            if !segment.header.publish(segment.words64()?) {
+                return Err(segment.corrupt("the segment is shorter than its header"));
+            }
+            Ok(segment)
+        });
+        match made {
+            Ok(segment) => {
+                let segment = Arc::new(segment);
+                table().insert(id, Arc::downgrade(&segment));
+                Ok(segment)
+            }
+            Err(e) => {
+                let _ = netmcore_master::release(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the segment `id`, which must hold a structure of `kind` for the type
+    /// `fingerprint`: the value this process already has, or a new mapping after `get_shm`
+    /// made this process a user and the header was checked against the object.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Master`] for an id the master does not know (`NoResource`) or no master;
+    /// [`Error::WrongType`] for a resource that is no shm object, or a structure of another
+    /// kind or type; [`Error::Corrupt`] for a header that does not hold.
+    pub(crate) fn open(id: ResId, kind: Kind, fingerprint: u64) -> Result<Arc<Segment>> {
+        let mut table = table();
+        if let Some(segment) = table.get(&id).and_then(Weak::upgrade) {
+            segment.check_is(kind, fingerprint)?;
+            let me = std::process::id();
+            if segment.user_in.load(Ordering::Relaxed) != me {
+                // Inherited from the process that forked this one: become a user now.
+                get_shm(id)?;
+                segment.user_in.store(me, Ordering::Relaxed);
+            }
+            return Ok(segment);
+        }
+        let name = get_shm(id)?;
+        let opened = map(id, &name).and_then(|mapping| {
+            let words = mapping.as_atomic_u64s().ok_or_else(|| Error::Corrupt {
+                id,
+                what: "the segment is not 8-byte aligned".to_owned(),
+            })?;
+            let bytes = header::snapshot(words);
+            let header = Header::check(&bytes, mapping.len() as u64, kind, fingerprint, id)?;
+            Ok(Segment {
+                id,
+                header,
+                mapping,
+                user_in: AtomicU32::new(std::process::id()),
+                leave: Mutex::new(None),
+            })
+        });
+        match opened {
+            Ok(segment) => {
+                let segment = Arc::new(segment);
+                table.insert(id, Arc::downgrade(&segment));
+                Ok(segment)
+            }
+            Err(e) => {
+                // This process became a user with `get_shm`; it holds no value, so it lets go.
+                let _ = netmcore_master::release(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// The segment's resource id.
+    pub(crate) fn id(&self) -> ResId {
+        self.id
+    }
+
+    /// The header, as checked when the segment was opened (or as written at creation).
+    pub(crate) fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The mapping.
+    pub(crate) fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    /// [`Error::Corrupt`] of this segment, saying `what`.
+    pub(crate) fn corrupt(&self, what: impl Into<String>) -> Error {
+        Error::Corrupt {
+            id: self.id,
+            what: what.into(),
+        }
+    }
+
+    /// Every 64-bit word of the mapping.
+    fn words64(&self) -> Result<&[AtomicU64]> {
+        self.mapping
+            .as_atomic_u64s()
+            .ok_or_else(|| self.corrupt("the segment is not 8-byte aligned"))
+    }
+
+    /// Runs `leave` when this process lets the segment go (once: a second call does nothing).
+    #[allow(dead_code, reason = "for the barrier's opener slot, which comes next")]
+    pub(crate) fn on_leave(&self, leave: impl Fn(&Segment) + Send + Sync + 'static) {
+        let mut slot = self.leave.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(Box::new(leave));
+        }
+    }
+
+    /// Checks that an open segment holds a structure of `kind` and type `fingerprint`.
+    fn check_is(&self, kind: Kind, fingerprint: u64) -> Result<()> {
+        let found = self.header.kind();
+        if found != Some(kind) || self.header.fingerprint() != fingerprint {
+            return Err(Error::WrongType {
+                expected: format!("a {kind} of type fingerprint {fingerprint:#018x}"),
+                found: match found {
+                    Some(found) => format!(
+                        "a {found} of type fingerprint {:#018x}",
+                        self.header.fingerprint()
+                    ),
+                    None => "no structure".to_owned(),
+                },
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Some(leave) = self
+            .leave
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            leave(self);
+        }
+        let mut table = table();
+        if table.get(&self.id).is_some_and(|w| w.strong_count() == 0) {
+            table.remove(&self.id);
+        }
+        // Released with the table locked, so that an `open` of the same id in another thread
+        // waits and then registers again, rather than racing with this release.
+        if self.user_in.load(Ordering::Relaxed) == std::process::id()
+            && let Err(e) = netmcore_master::release(self.id)
+        {
+            tracing::debug!(id = self.id.0, error = %e, "cannot release segment {}", self.id);
+        }
+    }
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment")
+            .field("id", &self.id)
+            .field("kind", &self.header.kind())
+            .field("len", &self.mapping.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The table of open segments.
+fn table() -> std::sync::MutexGuard<'static, BTreeMap<ResId, Weak<Segment>>> {
+    OPEN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `get_shm(id)`: the name, and this process becomes a user. A resource of another kind is
+/// [`Error::WrongType`].
+fn get_shm(id: ResId) -> Result<String> {
+    netmcore_master::get_shm(id).map_err(|e| match e {
+        netmcore_master::Error::WrongKind { found, .. } => Error::WrongType {
+            expected: "a structure in shared memory (a shm object)".to_owned(),
+            found: format!("a resource of kind {found:?}"),
+        },
+        e => Error::Master(e),
+    })
+}
+
+/// Maps the shm object `name` of segment `id` whole.
+fn map(id: ResId, name: &str) -> Result<Mapping> {
+    let io = |e: netmcore_ipc::Error| match e {
+        netmcore_ipc::Error::Os { op, target, source } => {
+            Error::Master(netmcore_master::Error::Io { op, target, source })
+        }
+        e => Error::Corrupt {
+            id,
+            what: format!("cannot map {name}: {e}"),
+        },
+    };
+    let shm = ShmObject::open(name).map_err(io)?;
+    let mapping = shm.map().map_err(io)?;
+    if mapping.len() < HEADER_LEN {
+        return Err(Error::Corrupt {
+            id,
+            what: format!("{name} has {} bytes, fewer than a header", mapping.len()),
+        });
+    }
+    Ok(mapping)
+}
+
+/// Opens the segment of `handle`, a structure `S` of `kind` with elements `element`, and
+/// checks its layout against the header.
+pub(crate) fn open<S: 'static>(
+    handle: Handle<S>,
+    kind: Kind,
+    element: Element,
+) -> Result<(Arc<Segment>, Layout)> {
+    if !handle.is_of_its_type() {
+        return Err(Error::WrongType {
+            expected: format!("a handle of {}", std::any::type_name::<S>()),
+            found: "a handle of another type".to_owned(),
+        });
+    }
+    let segment = Segment::open(handle.id(), kind, handle.fingerprint())?;
+    let layout = Layout::check(segment.header(), element, segment.id())?;
+    if layout.total > segment.mapping().len() {
+        return Err(segment.corrupt(format!(
+            "the layout needs {} bytes, the mapping has {}",
+            layout.total,
+            segment.mapping().len()
+        )));
+    }
+    Ok((segment, layout))
 }
 
 #[cfg(test)]

@@ -11,9 +11,9 @@
 //! page behind the address (the shared memory object and offset), so a wake in one process
 //! reaches a waiter in another process that maps the same word at another address.
 //!
-//! The views rely on the contract of [`SharedMemory`] (netmcore-ipc's `sys::shm`): its bytes
-//! stay mapped for the life of the process unless an `unsafe` `revoke` or `unmap` whose
-//! caller promises that no view is alive removes them. On top of it:
+//! The views borrow memory that stays mapped while it is borrowed ([`Mapped`]): an owned
+//! [`Mapping`] of netmcore-ipc, which unmaps only when dropped (and no borrow outlives it), or a
+//! [`SharedMemory`], mapped for the life of the process. On top of that:
 //!
 //! * [`words_at`] and [`words_slice_at`] hand out `&T` for `T: SharedWords` only. An
 //!   implementor of that `unsafe` trait is a `#[repr(C)]` struct of std atomic integers with
@@ -26,6 +26,12 @@
 //!   accesses them at all (a held lock, a live claim), in this process and in every other
 //!   process that maps the segment. The bytes are then turned into `[T]` by zerocopy, which
 //!   checks size and alignment, and `T: Plain` makes every bit pattern a valid `T`.
+//! * The safe [`locked_value`], [`claimed_slice`] and [`frozen_slice`] call them with the
+//!   promise kept by a *proof*: a value of a type whose only constructor is private to the
+//!   module of the protocol that makes the promise true (`mutex::Held` after taking the
+//!   lock, `vec::Claimed` after the claims table recorded the claim, `vec::Frozen` after the
+//!   frozen flag was read), consumed by the view so that one acquisition gives one reference.
+//! * [`fresh_bytes`] writes a segment nobody else knows yet, through `&mut Mapping`.
 #![cfg_attr(
     netmcore_loom,
     allow(
@@ -38,7 +44,7 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 
-use netmcore_ipc::shm::SharedMemory;
+use netmcore_ipc::shm::{Mapping, SharedMemory};
 use rustix::io::Errno;
 use rustix::thread::futex;
 use rustix::time::{ClockId, Timespec};
@@ -231,41 +237,74 @@ mod words {
     unsafe impl SharedWords for ClaimSlot {}
 }
 
+/// Memory that stays mapped while it is borrowed: an owned [`Mapping`] (unmapped only when it
+/// is dropped, which no borrow outlives) or a [`SharedMemory`] (mapped for the life of the
+/// process).
+pub(crate) trait Mapped {
+    /// The first byte.
+    fn base(&self) -> *mut u8;
+    /// The length in bytes.
+    fn size(&self) -> usize;
+}
+
+impl Mapped for Mapping {
+    fn base(&self) -> *mut u8 {
+        self.as_ptr()
+    }
+    fn size(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Mapped for SharedMemory {
+    fn base(&self) -> *mut u8 {
+        self.as_ptr()
+    }
+    fn size(&self) -> usize {
+        self.len()
+    }
+}
+
+/// The address of the `len` bytes at `offset` of `memory`, if they lie inside it.
+fn region<M: Mapped>(memory: &M, offset: usize, len: usize) -> Option<*mut u8> {
+    let end = offset.checked_add(len)?;
+    (end <= memory.size()).then(|| memory.base().wrapping_add(offset))
+}
+
 /// The atomic 32-bit word at byte `offset` of `memory`, or `None` if it is misaligned or does
-/// not fit (netmcore-ipc's [`SharedMemory::atomic_u32_at`], borrowed from `memory`).
-pub(crate) fn atomic_u32_at(memory: &SharedMemory, offset: usize) -> Option<&AtomicU32> {
-    memory.atomic_u32_at(offset)
+/// not fit.
+pub(crate) fn atomic_u32_at<M: Mapped>(memory: &M, offset: usize) -> Option<&AtomicU32> {
+    words_at::<AtomicU32, M>(memory, offset)
 }
 
 /// The atomic 64-bit word at byte `offset` of `memory`, or `None` if it is misaligned or does
-/// not fit (netmcore-ipc's [`SharedMemory::atomic_u64_at`], borrowed from `memory`).
-pub(crate) fn atomic_u64_at(memory: &SharedMemory, offset: usize) -> Option<&AtomicU64> {
-    memory.atomic_u64_at(offset)
+/// not fit.
+pub(crate) fn atomic_u64_at<M: Mapped>(memory: &M, offset: usize) -> Option<&AtomicU64> {
+    words_at::<AtomicU64, M>(memory, offset)
 }
 
 /// The `T` at byte `offset` of `memory`, or `None` if it does not fit or is misaligned.
-pub(crate) fn words_at<T: SharedWords>(memory: &SharedMemory, offset: usize) -> Option<&T> {
-    words_slice_at::<T>(memory, offset, 1).and_then(<[T]>::first)
+pub(crate) fn words_at<T: SharedWords, M: Mapped>(memory: &M, offset: usize) -> Option<&T> {
+    words_slice_at::<T, M>(memory, offset, 1).and_then(<[T]>::first)
 }
 
 /// The `count` values of `T` from byte `offset` of `memory`, or `None` if they do not fit
 /// (the size overflowing included) or are misaligned.
-pub(crate) fn words_slice_at<T: SharedWords>(
-    memory: &SharedMemory,
+pub(crate) fn words_slice_at<T: SharedWords, M: Mapped>(
+    memory: &M,
     offset: usize,
     count: usize,
 ) -> Option<&[T]> {
     let len = count.checked_mul(size_of::<T>())?;
-    let region = memory.subrange(offset, len)?;
-    let ptr = region.as_ptr().cast::<T>().cast_const();
-    if !ptr.is_aligned() {
+    let ptr = region(memory, offset, len)?.cast::<T>().cast_const();
+    if ptr.is_null() || !ptr.is_aligned() {
         return None;
     }
-    // SAFETY: `region` is `len = count * size_of::<T>()` bytes of `memory`, which stay mapped
-    // while `memory` is borrowed (module contract); `ptr` is aligned for `T` (checked above,
-    // and non-null since it comes from a mapping or a dangling aligned pointer when `len` is
-    // 0); `T: SharedWords` is valid for every bit pattern and interior-mutable in every byte,
-    // so a shared slice of it over memory that others change atomically is sound.
+    // SAFETY: the `len = count * size_of::<T>()` bytes at `ptr` lie inside `memory` (checked
+    // by `region`), which stays mapped while it is borrowed (`Mapped`); `ptr` is non-null and
+    // aligned for `T` (checked above); `T: SharedWords` is valid for every bit pattern and
+    // interior-mutable in every byte, so a shared slice of it over memory that others change
+    // atomically is sound.
     Some(unsafe { std::slice::from_raw_parts(ptr, count) })
 }
 
@@ -276,18 +315,20 @@ pub(crate) fn words_slice_at<T: SharedWords>(
 ///
 /// While the slice lives, no one writes these bytes: no thread of this process and no other
 /// process that maps the segment (e.g. the vector is frozen).
-pub(crate) unsafe fn plain_slice_at<T: Plain>(
-    memory: &SharedMemory,
+pub(crate) unsafe fn plain_slice_at<T: Plain, M: Mapped>(
+    memory: &M,
     offset: usize,
     count: usize,
 ) -> Option<&[T]> {
     let len = count.checked_mul(size_of::<T>())?;
-    let region = memory.subrange(offset, len)?;
-    // SAFETY: `region` is `len` bytes of `memory`, which stay mapped while `memory` is
-    // borrowed (module contract), at a non-null address (a mapping, or a dangling aligned
-    // pointer when `len` is 0); the caller promises that no one writes them while the slice
-    // lives.
-    let bytes = unsafe { std::slice::from_raw_parts(region.as_ptr().cast_const(), len) };
+    let ptr = region(memory, offset, len)?;
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: the `len` bytes at `ptr` lie inside `memory` (checked by `region`), which stays
+    // mapped while it is borrowed (`Mapped`), at a non-null address; the caller promises that
+    // no one writes them while the slice lives.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr.cast_const(), len) };
     <[T]>::ref_from_bytes_with_elems(bytes, count).ok()
 }
 
@@ -303,19 +344,99 @@ pub(crate) unsafe fn plain_slice_at<T: Plain>(
     clippy::mut_from_ref,
     reason = "shared memory: exclusivity is the caller's promise"
 )]
-pub(crate) unsafe fn plain_slice_mut_at<T: Plain>(
-    memory: &SharedMemory,
+pub(crate) unsafe fn plain_slice_mut_at<T: Plain, M: Mapped>(
+    memory: &M,
     offset: usize,
     count: usize,
 ) -> Option<&mut [T]> {
     let len = count.checked_mul(size_of::<T>())?;
-    let region = memory.subrange(offset, len)?;
-    // SAFETY: `region` is `len` bytes of `memory`, which stay mapped while `memory` is
-    // borrowed (module contract), at a non-null address (a mapping, or a dangling aligned
-    // pointer when `len` is 0); the caller promises exclusive access to them while the slice
-    // lives.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(region.as_ptr(), len) };
+    let ptr = region(memory, offset, len)?;
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: the `len` bytes at `ptr` lie inside `memory` (checked by `region`), which stays
+    // mapped while it is borrowed (`Mapped`), at a non-null address; the caller promises
+    // exclusive access to them while the slice lives.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
     <[T]>::mut_from_bytes_with_elems(bytes, count).ok()
+}
+
+/// The bytes of a mapping of a segment that was just created: nobody else has its id yet,
+/// and `&mut` excludes every other view in this process, so the creator may write its
+/// initial state with plain stores.
+pub(crate) fn fresh_bytes(mapping: &mut Mapping) -> &mut [u8] {
+    // SAFETY: `mapping` is `len()` bytes mapped read-write while it lives; the caller holds
+    // it by `&mut`, so no other reference into it exists in this process, and no other
+    // process maps the object yet (its id has not been handed to anyone).
+    unsafe { mapping.as_mut_slice() }
+}
+
+/// The value a process may read and write while it holds a mutex: the `T` at byte `offset`
+/// of `memory`, exclusively for as long as `memory` is borrowed, or `None` if it does not fit
+/// or is misaligned.
+///
+/// `held` is the proof, consumed here so that one lock gives one reference: only
+/// `crate::mutex` makes one, right after taking the lock, and the guard that owns the
+/// reference gives the lock back only when the reference is gone.
+#[expect(
+    clippy::mut_from_ref,
+    reason = "shared memory: exclusivity comes from the lock"
+)]
+pub(crate) fn locked_value<T: Plain, M: Mapped>(
+    memory: &M,
+    offset: usize,
+    held: crate::mutex::Held,
+) -> Option<&mut T> {
+    let crate::mutex::Held { .. } = held;
+    // SAFETY: the calling process holds the mutex whose payload this is (the contract of
+    // `Held`), so no other thread or process reads or writes it until the reference, owned by
+    // the guard, is gone and the guard gives the lock back.
+    let slice = unsafe { plain_slice_mut_at::<T, M>(memory, offset, 1) }?;
+    slice.first_mut()
+}
+
+/// The elements a process may read and write while it holds a claim: `count` values of `T`
+/// from byte `offset` of `memory`, or `None` if they do not fit or are misaligned.
+///
+/// `claimed` is the proof, consumed here so that one claim gives one slice: only
+/// `crate::vec` makes one, right after the claims table recorded the claim of exactly these
+/// elements for this process, and the `Claim` that owns the slice releases the claim only
+/// when the slice is gone.
+#[expect(
+    clippy::mut_from_ref,
+    reason = "shared memory: exclusivity comes from the claims table"
+)]
+#[allow(dead_code, reason = "used by the vectors, which come next")]
+pub(crate) fn claimed_slice<T: Plain, M: Mapped>(
+    memory: &M,
+    offset: usize,
+    count: usize,
+    claimed: crate::vec::Claimed,
+) -> Option<&mut [T]> {
+    let crate::vec::Claimed { .. } = claimed;
+    // SAFETY: the claims table of the segment holds a live claim of exactly these elements
+    // for this process (the contract of `Claimed`), and no other claim overlaps it, so no one
+    // else reads or writes them until the claim is released.
+    unsafe { plain_slice_mut_at::<T, M>(memory, offset, count) }
+}
+
+/// The elements of a frozen vector or matrix, shared: `count` values of `T` from byte
+/// `offset` of `memory`, or `None` if they do not fit or are misaligned.
+///
+/// `frozen` is the proof: only `crate::vec` makes one, after reading the segment's frozen
+/// flag with `Acquire`; a frozen vector takes no claim, so no one writes its elements again.
+#[allow(dead_code, reason = "used by the vectors, which come next")]
+pub(crate) fn frozen_slice<T: Plain, M: Mapped>(
+    memory: &M,
+    offset: usize,
+    count: usize,
+    frozen: crate::vec::Frozen,
+) -> Option<&[T]> {
+    let crate::vec::Frozen { .. } = frozen;
+    // SAFETY: the vector is frozen (the contract of `Frozen`): every claim was released
+    // before the flag was set (with Release, read here after an Acquire), and no claim is
+    // taken afterwards, so no one writes these bytes while the slice lives.
+    unsafe { plain_slice_at::<T, M>(memory, offset, count) }
 }
 
 #[cfg(all(test, not(netmcore_loom)))]
@@ -477,26 +598,32 @@ mod tests {
                 .load(Ordering::Relaxed),
             7
         );
-        assert!(words_at::<MutexWords>(&a, 2).is_none(), "misaligned");
-        assert!(words_at::<MutexWords>(&a, 4092).is_none(), "does not fit");
-        assert!(words_at::<MutexWords>(&a, 4088).is_some(), "fits exactly");
-        assert!(words_at::<MutexWords>(&a, usize::MAX).is_none());
-        let slots = words_slice_at::<AtomicU64>(&a, 512, 64).expect("fits");
+        assert!(words_at::<MutexWords, _>(&a, 2).is_none(), "misaligned");
+        assert!(
+            words_at::<MutexWords, _>(&a, 4092).is_none(),
+            "does not fit"
+        );
+        assert!(
+            words_at::<MutexWords, _>(&a, 4088).is_some(),
+            "fits exactly"
+        );
+        assert!(words_at::<MutexWords, _>(&a, usize::MAX).is_none());
+        let slots = words_slice_at::<AtomicU64, _>(&a, 512, 64).expect("fits");
         assert_eq!(slots.len(), 64);
         assert!(
-            words_slice_at::<AtomicU64>(&a, 4, 1).is_none(),
+            words_slice_at::<AtomicU64, _>(&a, 4, 1).is_none(),
             "misaligned"
         );
         assert!(
-            words_slice_at::<AtomicU64>(&a, 0, 513).is_none(),
+            words_slice_at::<AtomicU64, _>(&a, 0, 513).is_none(),
             "too many"
         );
         assert!(
-            words_slice_at::<AtomicU64>(&a, 0, usize::MAX).is_none(),
+            words_slice_at::<AtomicU64, _>(&a, 0, usize::MAX).is_none(),
             "overflow"
         );
         assert_eq!(
-            words_slice_at::<AtomicU64>(&a, 4096, 0).map(<[_]>::len),
+            words_slice_at::<AtomicU64, _>(&a, 4096, 0).map(<[_]>::len),
             Some(0)
         );
         assert!(atomic_u64_at(&a, 4092).is_none());
@@ -508,31 +635,31 @@ mod tests {
         let (a, b) = mapped_twice(4096);
         // SAFETY: this thread is the only user of both mappings, and the slice is not used
         // once a view of the other mapping is made.
-        let values = unsafe { plain_slice_mut_at::<u64>(&a, 128, 4) }.expect("fits");
+        let values = unsafe { plain_slice_mut_at::<u64, _>(&a, 128, 4) }.expect("fits");
         values.copy_from_slice(&[1, 2, 3, u64::MAX]);
         // SAFETY: as above; the exclusive slice is no longer used.
-        let seen = unsafe { plain_slice_at::<u64>(&b, 128, 4) }.expect("fits");
+        let seen = unsafe { plain_slice_at::<u64, _>(&b, 128, 4) }.expect("fits");
         assert_eq!(seen, [1, 2, 3, u64::MAX]);
         // SAFETY: as above.
         unsafe {
-            assert!(plain_slice_at::<u64>(&b, 4, 1).is_none(), "misaligned");
+            assert!(plain_slice_at::<u64, _>(&b, 4, 1).is_none(), "misaligned");
         }
         // SAFETY: as above.
         unsafe {
             assert!(
-                plain_slice_at::<u64>(&b, 4096 - 8, 2).is_none(),
+                plain_slice_at::<u64, _>(&b, 4096 - 8, 2).is_none(),
                 "does not fit"
             );
         }
         // SAFETY: as above.
         unsafe {
             assert!(
-                plain_slice_at::<u64>(&b, 0, usize::MAX).is_none(),
+                plain_slice_at::<u64, _>(&b, 0, usize::MAX).is_none(),
                 "overflow"
             );
         }
         // SAFETY: as above.
-        let bytes = unsafe { plain_slice_at::<[u8; 3]>(&b, 129, 2) }.expect("any alignment");
+        let bytes = unsafe { plain_slice_at::<[u8; 3], _>(&b, 129, 2) }.expect("any alignment");
         assert_eq!(bytes, [[0, 0, 0], [0, 0, 0]]);
     }
 }

@@ -115,6 +115,10 @@ pub use netmcore_resources::{Inherit, ProcessId, ResId, ResourceKind};
 /// primitives on their own.
 pub use netmcore_ipc as ipc;
 
+/// Data structures in shared memory — locks, vectors and matrices — that the processes of a
+/// run share by handle (the `netmcore-shared` crate).
+pub use netmcore_shared as shared;
+
 /// A global switch for verbose events (the seed's `Debug.enable`); logging itself goes
 /// through [`tracing`](https://docs.rs/tracing).
 pub mod debug {
