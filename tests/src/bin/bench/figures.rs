@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail, ensure};
 use netmcore::process::{self, ProcessType};
+use netmcore::shared::{Handle, Mutex};
 use netmcore::{Config, Inherit, ResId, ResourceRepr, SharedMemory};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -397,4 +398,87 @@ pub fn startup_once() -> anyhow::Result<Vec<Sample>> {
         name: "startup_shutdown_inproc_ms",
         value: millis,
     }])
+}
+
+/// What an incrementing worker of `mutex_incr_per_s` is told.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Increments {
+    mutex: Handle<Mutex<[u64; 2]>>,
+    /// Increments to make.
+    count: u64,
+}
+
+/// `mutex_incr_per_s`: two workers increment one `u64` under a `netmcore::shared::Mutex`, each
+/// `batch` times; increments per second over both, from the moment both are ready (each waits
+/// under the lock until the other has arrived) until the last one finished. The counter must
+/// come out exact.
+pub fn mutex_incr(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let incrementer = process::def_process(|job: Increments| -> Result<(u64, u64), String> {
+        let run = || -> anyhow::Result<(u64, u64)> {
+            let mutex = Mutex::open(job.mutex).context("open the mutex")?;
+            let lock = || mutex.lock().map_err(|_| anyhow::anyhow!("poisoned"));
+            lock()?[1] += 1;
+            while lock()?[1] < 2 {
+                std::hint::spin_loop();
+            }
+            let start = monotonic_nanos();
+            for _ in 0..job.count {
+                lock()?[0] += 1;
+            }
+            Ok((start, monotonic_nanos()))
+        };
+        run().map_err(|e| format!("{e:#}"))
+    })?;
+    let measure = process::def_process(move |plan: Plan| {
+        let once = || -> anyhow::Result<f64> {
+            let mutex = Mutex::new([0u64; 2]).context("Mutex::new")?;
+            let job = Increments {
+                mutex: mutex.handle(),
+                count: plan.batch as u64,
+            };
+            let pids = [incrementer.start(&job)?, incrementer.start(&job)?];
+            let mut spans = Vec::new();
+            for pid in pids {
+                spans.push(
+                    incrementer
+                        .join(pid)
+                        .context("join")?
+                        .context("an incrementer ended without a result")?
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                );
+            }
+            let total = mutex.lock().map_err(|_| anyhow::anyhow!("poisoned"))?[0];
+            ensure!(
+                total == 2 * job.count,
+                "the counter is {total}, not {}",
+                2 * job.count
+            );
+            let start = spans.iter().map(|s| s.0).min().unwrap_or(0);
+            let end = spans.iter().map(|s| s.1).max().unwrap_or(0);
+            ensure!(end > start, "no time passed");
+            Ok(total as f64 / ((end - start) as f64 / 1e9))
+        };
+        let run = || -> anyhow::Result<Vec<f64>> {
+            for _ in 0..plan.warmup {
+                once()?;
+            }
+            (0..plan.reps).map(|_| once()).collect()
+        };
+        report(run())
+    })?;
+    let plan = Plan {
+        reps: setting.reps,
+        batch: setting.pick(Scale {
+            quick: 200_000,
+            full: 1_000_000,
+        }),
+        warmup: 1,
+    };
+    Ok(named("mutex_incr_per_s", under_master(&measure, &plan)?))
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: comparable between the processes of one host.
+fn monotonic_nanos() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
 }

@@ -123,7 +123,7 @@ pub struct Job {
 }
 
 /// The measurements, in the order of the run (the floors first).
-pub const JOBS: [Job; 11] = [
+pub const JOBS: [Job; 12] = [
     Job {
         name: "floor_fork",
         figures: &["floor_fork_wait_us"],
@@ -178,6 +178,11 @@ pub const JOBS: [Job; 11] = [
         name: "shm_pass",
         figures: &["shm_pass_mb_s"],
         run: figures::shm_pass,
+    },
+    Job {
+        name: "mutex_incr",
+        figures: &["mutex_incr_per_s"],
+        run: figures::mutex_incr,
     },
 ];
 

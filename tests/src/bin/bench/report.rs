@@ -28,7 +28,7 @@ pub struct Figure {
 }
 
 /// Every figure, in the order of the output.
-pub const FIGURES: [Figure; 15] = [
+pub const FIGURES: [Figure; 16] = [
     figure("cores", "count", Role::Extra),
     figure("floor_fork_wait_us", "us", Role::Floor),
     figure("floor_socket_rtt_us", "us", Role::Floor),
@@ -43,6 +43,7 @@ pub const FIGURES: [Figure; 15] = [
     figure("arg_64mib_mb_s", "MB/s", Role::Judged),
     figure("shm_pass_mb_s", "MB/s", Role::Judged),
     figure("startup_shutdown_ms", "ms", Role::Judged),
+    figure("mutex_incr_per_s", "incr/s", Role::Judged),
     figure("startup_shutdown_inproc_ms", "ms", Role::Extra),
 ];
 
@@ -101,7 +102,7 @@ pub struct Target {
 }
 
 /// The targets, in the order of the output.
-pub const TARGETS: [Target; 7] = [
+pub const TARGETS: [Target; 8] = [
     Target {
         ratio: "spawn_join_vs_fork",
         figure: "spawn_join_us",
@@ -153,6 +154,13 @@ pub const TARGETS: [Target; 7] = [
         against: "5 ms",
         bound: Bound::AtMost(1.0),
         compute: |m| Some(m.get("startup_shutdown_ms")? / 5.0),
+    },
+    Target {
+        ratio: "mutex_vs_pthread",
+        figure: "mutex_incr_per_s",
+        against: "floor_mutex_incr_per_s",
+        bound: Bound::AtLeast(0.5),
+        compute: |m| Some(m.get("mutex_incr_per_s")? / m.get("floor_mutex_incr_per_s")?),
     },
 ];
 
@@ -456,6 +464,8 @@ mod tests {
             ("arg_64mib_mb_s", 1000.0),
             ("shm_pass_mb_s", 9000.0),
             ("startup_shutdown_ms", 2.0),
+            ("floor_mutex_incr_per_s", 14e6),
+            ("mutex_incr_per_s", 6e6),
         ] {
             medians.insert(name, value);
         }
@@ -473,6 +483,7 @@ mod tests {
         assert!(by_name("parallel_vs_fork_floor").met());
         assert!(!by_name("arg_64mib_vs_target").met());
         assert!((by_name("shm_pass_vs_memcpy").value - 0.9).abs() < 1e-9);
+        assert!(!by_name("mutex_vs_pthread").met());
         let json = json(
             &medians,
             &ratios,
