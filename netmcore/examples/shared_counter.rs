@@ -38,6 +38,9 @@ struct Tally {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The counting workers: a handle and a worker number in, the rounds counted out.
+type Counting = ProcessType<(Handle<Mutex<Tally>>, u64), Result<u64, String>>;
+
 /// A counting worker: opens the mutex by handle and adds 1 to the count `ROUNDS` times.
 fn count((mutex, worker): (Handle<Mutex<Tally>>, u64)) -> Result<u64, String> {
     let body = || -> Result<u64, Error> {
@@ -66,7 +69,7 @@ fn crash(mutex: Handle<Mutex<Tally>>) {
 
 /// The first process.
 fn coordinate(
-    counting: ProcessType<(Handle<Mutex<Tally>>, u64), Result<u64, String>>,
+    counting: Counting,
     crasher: ProcessType<Handle<Mutex<Tally>>, ()>,
 ) -> Result<u64, String> {
     let body = || -> Result<u64, Error> {
