@@ -67,8 +67,13 @@ pub fn pid_of(tag: u32) -> Option<ProcessId> {
     (tag != NO_TAG && tag < MASTER_TAG).then(|| ProcessId(u64::from(tag - 1)))
 }
 
-/// The bytes before the bitmap: the epoch word, padding to a cache line.
+/// The bytes before the bitmap: the epoch word, the count of issued process ids, padding to a
+/// cache line.
 const HEADER: usize = 64;
+
+/// Where the count of issued process ids lies: one more than the highest id the master has
+/// started a process with.
+const ISSUED: usize = 8;
 
 /// The bitmap covers every tag below [`MASTER_TAG`]: 2^30 bits, 128 MiB of address space, of
 /// which only the pages of tags in use are ever touched (a page covers 32,768 processes).
@@ -104,6 +109,28 @@ impl DeathBoard {
         self.memory
             .atomic_u32_at(0)
             .expect("the board's first word is in its page-aligned mapping")
+    }
+
+    /// The count of issued process ids.
+    fn issued(&self) -> &'static AtomicU64 {
+        self.memory
+            .atomic_u64_at(ISSUED)
+            .expect("the board's second word is in its page-aligned mapping")
+    }
+
+    /// Records that process `pid` exists (the master calls it before the process runs), so
+    /// that its tag is one [`was_issued`](DeathBoard::was_issued) knows.
+    pub fn issue(&self, pid: ProcessId) {
+        self.issued()
+            .fetch_max(pid.0.saturating_add(1), Ordering::Release);
+    }
+
+    /// Whether `tag` names a process the master has started (alive or not). A word read from
+    /// shared memory that names a process that never existed is corrupt: nobody holds what it
+    /// says it holds.
+    #[must_use]
+    pub fn was_issued(&self, tag: u32) -> bool {
+        pid_of(tag).is_some_and(|pid| pid.0 < self.issued().load(Ordering::Acquire))
     }
 
     /// The bitmap word holding the bit of `tag`, and the bit.
@@ -182,6 +209,17 @@ mod tests {
         assert!(!board.is_dead(u32::MAX));
         board.mark_dead(ProcessId(u64::MAX));
         assert_eq!(board.epoch().load(Ordering::Acquire), before + 7);
+        assert!(!board.was_issued(tag_of(ProcessId(3)).unwrap()));
+        board.issue(ProcessId(3));
+        assert!(board.was_issued(tag_of(ProcessId(3)).unwrap()));
+        assert!(board.was_issued(tag_of(ProcessId(0)).unwrap()));
+        assert!(!board.was_issued(tag_of(ProcessId(4)).unwrap()));
+        assert!(!board.was_issued(NO_TAG) && !board.was_issued(MASTER_TAG));
+        board.issue(ProcessId(1));
+        assert!(
+            board.was_issued(tag_of(ProcessId(3)).unwrap()),
+            "the count only grows"
+        );
     }
 
     #[test]

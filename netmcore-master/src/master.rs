@@ -842,6 +842,10 @@ impl Master {
         };
         let started = self.defs.registry.start(fork_point, inherit, by)?;
         let pid = started.pid;
+        // Before the process runs, so that any tag it writes in shared memory is known.
+        if let Some(board) = crate::board::death_board() {
+            board.issue(pid);
+        }
         let inherited: Vec<ResId> = started.inherited.iter().map(|(id, _)| *id).collect();
         let arg = match self.hand_to_warm(pid, fork_point, arg, inherited.clone()) {
             Ok(()) => {

@@ -408,23 +408,10 @@ impl Segment {
             return Ok(segment);
         }
         let name = get_shm(id)?;
-        let opened = map(id, &name).and_then(|mapping| {
-            let words = mapping.as_atomic_u64s().ok_or_else(|| Error::Corrupt {
-                id,
-                what: "the segment is not 8-byte aligned".to_owned(),
-            })?;
-            let bytes = header::snapshot(words);
-            let header = Header::check(&bytes, mapping.len() as u64, kind, fingerprint, id)?;
-            Ok(Segment {
-                id,
-                header,
-                mapping,
-                user_in: AtomicU32::new(std::process::id()),
-                leave: Mutex::new(None),
-            })
-        });
+        let opened = Segment::map_checked(id, &name, kind, fingerprint);
         match opened {
             Ok(segment) => {
+                segment.user_in.store(std::process::id(), Ordering::Relaxed);
                 let segment = Arc::new(segment);
                 table.insert(id, Arc::downgrade(&segment));
                 Ok(segment)
@@ -435,6 +422,35 @@ impl Segment {
                 Err(e)
             }
         }
+    }
+
+    /// Maps the shm object `name` of segment `id` and checks its header against the object
+    /// and the expected `kind` and `fingerprint`; the table of open segments is not involved.
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::open`], but for the master's part.
+    pub(crate) fn map_checked(
+        id: ResId,
+        name: &str,
+        kind: Kind,
+        fingerprint: u64,
+    ) -> Result<Segment> {
+        let mapping = map(id, name)?;
+        let words = mapping.as_atomic_u64s().ok_or_else(|| Error::Corrupt {
+            id,
+            what: "the segment is not 8-byte aligned".to_owned(),
+        })?;
+        let bytes = header::snapshot(words);
+        let header = Header::check(&bytes, mapping.len() as u64, kind, fingerprint, id)?;
+        Ok(Segment {
+            id,
+            header,
+            mapping,
+            // Not registered: dropping it releases nothing.
+            user_in: AtomicU32::new(0),
+            leave: Mutex::new(None),
+        })
     }
 
     /// The segment's resource id.

@@ -82,9 +82,18 @@ impl Watch {
     }
 }
 
+/// A process that never existed holds nothing: a tag the master never issued is as good as
+/// dead (a word that names it is corrupt, and whoever meets it takes it over). Before
+/// `startup` the program is alone, so every tag but its own ([`MASTER_TAG`]) is such a tag.
 impl Peers for Watch {
     fn is_dead(&self, tag: u32) -> bool {
-        self.board.is_some_and(|b| b.is_dead(tag))
+        if tag == MASTER_TAG || tag == crate::protocol::NOBODY {
+            return false;
+        }
+        match self.board {
+            Some(board) => board.is_dead(tag) || !board.was_issued(tag),
+            None => true,
+        }
     }
 }
 

@@ -302,3 +302,54 @@ fn layout<T: Plain>() -> Result<Layout> {
         max: isize::MAX.unsigned_abs(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::TryLockError;
+    use std::sync::atomic::Ordering;
+
+    use netmcore_ipc::shm::ShmObject;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Random bytes written anywhere over a mutex's segment — header, lock words or value —
+        /// give an error when the segment is opened again (`Corrupt` or `WrongType`), or a
+        /// mutex that still works; and the value already open keeps working without a panic:
+        /// a lock word that names no live process is taken over, poisoned.
+        #[test]
+        fn scribbled_mutex_segments_give_errors_never_panics(
+            offset in 0usize..200,
+            bytes in proptest::collection::vec(any::<u8>(), 1..48),
+        ) {
+            let mutex = Mutex::new([1u64, 2, 3]).expect("a mutex before startup");
+            let id = mutex.handle().id();
+            let name = netmcore_master::get_shm(id).expect("its name");
+            let scribbler = ShmObject::open(&name).and_then(|shm| shm.map()).expect("map");
+            for (i, byte) in bytes.iter().enumerate() {
+                if let Some(cell) = scribbler.as_atomic_u8s().get(offset + i) {
+                    cell.store(*byte, Ordering::Relaxed);
+                }
+            }
+            match Segment::map_checked(id, &name, Kind::Mutex, fingerprint::<Mutex<[u64; 3]>>())
+                .and_then(|segment| Layout::check(segment.header(), Element::of::<[u64; 3]>(), id))
+            {
+                Ok(_) | Err(Error::Corrupt { .. } | Error::WrongType { .. }) => {}
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+            // The program is alone before startup: a lock word naming anyone but itself is
+            // taken over; one naming itself is held (by this process), so try_lock is used.
+            match mutex.try_lock() {
+                Ok(mut guard) => guard[0] = guard[0].wrapping_add(1),
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    let mut guard = poisoned.into_inner();
+                    guard[1] = 0;
+                }
+                Err(TryLockError::WouldBlock) => {}
+            }
+            let _ = mutex.is_poisoned();
+            mutex.clear_poison();
+        }
+    }
+}
