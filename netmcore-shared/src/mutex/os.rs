@@ -27,7 +27,7 @@ pub(crate) struct Held(());
 /// threads in them): the counterpart of OCamlnet's `Netmcore_mutex` and Python's
 /// `multiprocessing.Lock` with a `Value`, shaped like `std::sync::Mutex`.
 ///
-/// ```no_run
+/// ```
 /// use netmcore_shared::Mutex;
 ///
 /// # fn main() -> netmcore_shared::Result<()> {
