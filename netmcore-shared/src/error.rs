@@ -59,6 +59,16 @@ pub enum Error {
         /// The live claim it overlaps.
         held: Range<usize>,
     },
+    /// A range or index outside a vector or matrix: a claim of a reversed range or one that
+    /// reaches beyond the end, or a row past the last. `requested` is in the units of the
+    /// call (elements, or rows for a matrix; `i..i + 1` for a single row), and so is `len`.
+    #[error("range {requested:?} is out of bounds of length {len}")]
+    OutOfBounds {
+        /// The range asked for.
+        requested: Range<usize>,
+        /// The length it must lie within.
+        len: usize,
+    },
     /// Reading in place needs a frozen vector or matrix.
     #[error("not frozen")]
     NotFrozen,
@@ -113,6 +123,10 @@ mod tests {
             },
             Error::NotFrozen,
             Error::Frozen,
+            Error::OutOfBounds {
+                requested: 3..5,
+                len: 4,
+            },
             Error::Disconnected,
             Error::Timeout,
             Error::Broken,
@@ -135,7 +149,11 @@ mod tests {
             "range 0..4 overlaps the claimed range 2..6"
         );
         assert_eq!(
-            errors[12].to_string(),
+            errors[9].to_string(),
+            "range 3..5 is out of bounds of length 4"
+        );
+        assert_eq!(
+            errors[13].to_string(),
             "task 3 failed: the task panicked: boom"
         );
         assert_eq!(

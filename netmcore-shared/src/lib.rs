@@ -27,6 +27,8 @@
 //! wrappers in one private `sys` module, the only place with `unsafe` code.
 #![deny(unsafe_code)]
 
+#[cfg(not(netmcore_loom))]
+mod atomics;
 mod error;
 #[cfg_attr(
     not(test),
@@ -50,10 +52,6 @@ mod plain;
 mod segment;
 mod task;
 #[cfg(not(netmcore_loom))]
-#[allow(
-    dead_code,
-    reason = "the proofs of the claims, used by the vectors that come next"
-)]
 mod vec;
 
 // The protocols, pure state machines over `sync` atomics; the structures drive them.
@@ -67,12 +65,8 @@ mod vec;
 )]
 mod barrier;
 #[cfg_attr(
-    any(not(test), netmcore_loom),
-    allow(
-        dead_code,
-        reason = "driven by the structures, which come with the master's segment glue; under \
-                  loom only the models run"
-    )
+    netmcore_loom,
+    allow(dead_code, reason = "under loom only the models run, not the vectors")
 )]
 mod claims;
 #[cfg_attr(
@@ -117,9 +111,13 @@ mod testing;
 #[cfg(not(netmcore_loom))]
 mod wait;
 
+#[cfg(not(netmcore_loom))]
+pub use atomics::SharedAtomics;
 pub use error::{Error, Result};
 pub use handle::Handle;
 #[cfg(not(netmcore_loom))]
 pub use mutex::{Mutex, MutexGuard};
 pub use plain::Plain;
 pub use task::TaskFailure;
+#[cfg(not(netmcore_loom))]
+pub use vec::{Claim, SharedMatrix, SharedVec};

@@ -47,7 +47,7 @@ use netmcore_resources::ResId;
 use crate::handle::Handle;
 
 use crate::barrier::state::opener_slots;
-use crate::header::{self, HEADER_LEN, Header, Kind, Sizes};
+use crate::header::{self, HEADER_LEN, HEADER_WORDS, Header, Kind, Sizes};
 use crate::{Error, Result};
 
 /// Bytes of a mutex's words (`MutexWords`: lock and poison).
@@ -437,7 +437,7 @@ impl Segment {
         fingerprint: u64,
     ) -> Result<Segment> {
         let mapping = map(id, name)?;
-        let words = mapping.as_atomic_u64s().ok_or_else(|| Error::Corrupt {
+        let words = header_words(&mapping).ok_or_else(|| Error::Corrupt {
             id,
             what: "the segment is not 8-byte aligned".to_owned(),
         })?;
@@ -476,11 +476,9 @@ impl Segment {
         }
     }
 
-    /// Every 64-bit word of the mapping.
+    /// The 64-bit words of the header.
     fn words64(&self) -> Result<&[AtomicU64]> {
-        self.mapping
-            .as_atomic_u64s()
-            .ok_or_else(|| self.corrupt("the segment is not 8-byte aligned"))
+        header_words(&self.mapping).ok_or_else(|| self.corrupt("the segment is not 8-byte aligned"))
     }
 
     /// Runs `leave` when this process lets the segment go (once: a second call does nothing).
@@ -560,6 +558,13 @@ fn get_shm(id: ResId) -> Result<String> {
         },
         e => Error::Master(e),
     })
+}
+
+/// The header of a mapping as 64-bit words, or `None` if the mapping is shorter than a
+/// header or not 8-aligned. Only the header: the length of a segment need not be a multiple
+/// of 8 (a vector of three bytes ends three bytes after its payload offset).
+fn header_words(mapping: &Mapping) -> Option<&[AtomicU64]> {
+    crate::sys::words_slice_at::<AtomicU64, _>(mapping, 0, HEADER_WORDS)
 }
 
 /// Maps the shm object `name` of segment `id` whole.
@@ -651,6 +656,16 @@ mod tests {
                 .payload_len,
             0
         );
+    }
+
+    /// A mutex of one byte is a segment of 137 bytes: its header is still read and written
+    /// as 64-bit words, whatever the length.
+    #[test]
+    fn a_segment_whose_length_is_no_multiple_of_8_is_created() {
+        let layout = Layout::mutex(Element::of::<u8>()).expect("small");
+        assert_eq!(layout.total % 8, 1);
+        let mutex = crate::Mutex::new(7u8).expect("a segment of 137 bytes");
+        assert_eq!(*mutex.lock().expect("not poisoned"), 7);
     }
 
     #[test]

@@ -406,7 +406,6 @@ pub(crate) fn locked_value<T: Plain, M: Mapped>(
     clippy::mut_from_ref,
     reason = "shared memory: exclusivity comes from the claims table"
 )]
-#[allow(dead_code, reason = "used by the vectors, which come next")]
 pub(crate) fn claimed_slice<T: Plain, M: Mapped>(
     memory: &M,
     offset: usize,
@@ -425,7 +424,6 @@ pub(crate) fn claimed_slice<T: Plain, M: Mapped>(
 ///
 /// `frozen` is the proof: only `crate::vec` makes one, after reading the segment's frozen
 /// flag with `Acquire`; a frozen vector takes no claim, so no one writes its elements again.
-#[allow(dead_code, reason = "used by the vectors, which come next")]
 pub(crate) fn frozen_slice<T: Plain, M: Mapped>(
     memory: &M,
     offset: usize,
