@@ -409,7 +409,7 @@ impl Segment {
         }
         let name = get_shm(id)?;
         let opened = map(id, &name).and_then(|mapping| {
-            let words = mapping.as_atomic_u64s().ok_or_else(|| Error::Corrupt {
+            let words = header_words(&mapping).ok_or_else(|| Error::Corrupt {
                 id,
                 what: "the segment is not 8-byte aligned".to_owned(),
             })?;
@@ -460,11 +460,9 @@ impl Segment {
         }
     }
 
-    /// Every 64-bit word of the mapping.
+    /// The 64-bit words of the header.
     fn words64(&self) -> Result<&[AtomicU64]> {
-        self.mapping
-            .as_atomic_u64s()
-            .ok_or_else(|| self.corrupt("the segment is not 8-byte aligned"))
+        header_words(&self.mapping).ok_or_else(|| self.corrupt("the segment is not 8-byte aligned"))
     }
 
     /// Runs `leave` when this process lets the segment go (once: a second call does nothing).
@@ -546,6 +544,13 @@ fn get_shm(id: ResId) -> Result<String> {
     })
 }
 
+/// The 64-bit words of the header at the start of `mapping` (a mapping is page-aligned and
+/// [`map`] checked that it holds a header), whatever the length of the rest: a segment's
+/// length is that of its layout, which need not be a multiple of 8 (a `Mutex<u32>`).
+fn header_words(mapping: &Mapping) -> Option<&[AtomicU64]> {
+    crate::sys::words_slice_at::<AtomicU64, _>(mapping, 0, header::HEADER_WORDS)
+}
+
 /// Maps the shm object `name` of segment `id` whole.
 fn map(id: ResId, name: &str) -> Result<Mapping> {
     let io = |e: netmcore_ipc::Error| match e {
@@ -617,6 +622,20 @@ mod tests {
         assert_eq!((b.table, b.table_entries, b.total), (136, 14, 136 + 56));
         let a = Layout::atomics(4).expect("small");
         assert_eq!((a.payload, a.payload_len, a.total), (128, 32, 160));
+    }
+
+    /// A segment is as long as its layout, which need not be a multiple of 8: only the
+    /// header is viewed as 64-bit words.
+    #[test]
+    fn a_segment_of_an_odd_length_is_created() {
+        let layout = Layout::mutex(Element::of::<u32>()).expect("small");
+        assert_eq!(layout.total, 140);
+        let segment =
+            Segment::create(Kind::Mutex, 42, layout.sizes(), |_| Ok(())).expect("a segment");
+        assert_eq!(segment.mapping().len(), 140);
+        assert_eq!(segment.header().kind(), Some(Kind::Mutex));
+        let again = Segment::open(segment.id(), Kind::Mutex, 42).expect("the same segment");
+        assert!(Arc::ptr_eq(&segment, &again));
     }
 
     #[test]
