@@ -76,12 +76,8 @@ mod barrier;
 )]
 mod claims;
 #[cfg_attr(
-    any(not(test), netmcore_loom),
-    allow(
-        dead_code,
-        reason = "driven by the structures, which come with the master's segment glue; under \
-                  loom only the models run"
-    )
+    netmcore_loom,
+    allow(dead_code, reason = "under loom only the models run, not the OS layer")
 )]
 mod condvar;
 #[cfg_attr(
@@ -117,6 +113,8 @@ mod testing;
 #[cfg(not(netmcore_loom))]
 mod wait;
 
+#[cfg(not(netmcore_loom))]
+pub use condvar::Condvar;
 pub use error::{Error, Result};
 pub use handle::Handle;
 #[cfg(not(netmcore_loom))]

@@ -87,7 +87,7 @@ impl Element {
     }
 
     /// No element (structures without a payload).
-    const NONE: Element = Element { size: 0, align: 1 };
+    pub(crate) const NONE: Element = Element { size: 0, align: 1 };
 }
 
 /// Where the parts of one segment lie.
