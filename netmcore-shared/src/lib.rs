@@ -48,6 +48,8 @@ mod header;
 mod plain;
 #[cfg(not(netmcore_loom))]
 mod segment;
+#[cfg(not(netmcore_loom))]
+mod semaphore;
 mod task;
 #[cfg(not(netmcore_loom))]
 #[allow(
@@ -120,4 +122,6 @@ pub use handle::Handle;
 #[cfg(not(netmcore_loom))]
 pub use mutex::{Mutex, MutexGuard};
 pub use plain::Plain;
+#[cfg(not(netmcore_loom))]
+pub use semaphore::Semaphore;
 pub use task::TaskFailure;
