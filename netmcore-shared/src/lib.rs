@@ -60,12 +60,8 @@ mod vec;
 
 // The protocols, pure state machines over `sync` atomics; the structures drive them.
 #[cfg_attr(
-    any(not(test), netmcore_loom),
-    allow(
-        dead_code,
-        reason = "driven by the structures, which come with the master's segment glue; under \
-                  loom only the models run"
-    )
+    netmcore_loom,
+    allow(dead_code, reason = "under loom only the models run, not the OS layer")
 )]
 mod barrier;
 #[cfg_attr(
@@ -115,6 +111,8 @@ mod testing;
 #[cfg(not(netmcore_loom))]
 mod wait;
 
+#[cfg(not(netmcore_loom))]
+pub use barrier::Barrier;
 #[cfg(not(netmcore_loom))]
 pub use condvar::Condvar;
 pub use error::{Error, Result};
