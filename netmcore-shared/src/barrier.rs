@@ -1,3 +1,8 @@
-//! The process-shared barrier: its protocol, in [`state`].
+//! The process-shared barrier: [`Barrier`]; the protocol is in [`state`].
 
+#[cfg(not(netmcore_loom))]
+mod os;
 pub(crate) mod state;
+
+#[cfg(not(netmcore_loom))]
+pub use os::Barrier;

@@ -1,3 +1,8 @@
-//! The process-shared condition variable: its protocol, in [`state`].
+//! The process-shared condition variable: [`Condvar`]; the protocol is in [`state`].
 
+#[cfg(not(netmcore_loom))]
+mod os;
 pub(crate) mod state;
+
+#[cfg(not(netmcore_loom))]
+pub use os::Condvar;

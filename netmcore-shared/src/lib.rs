@@ -50,18 +50,16 @@ mod header;
 mod plain;
 #[cfg(not(netmcore_loom))]
 mod segment;
+#[cfg(not(netmcore_loom))]
+mod semaphore;
 mod task;
 #[cfg(not(netmcore_loom))]
 mod vec;
 
 // The protocols, pure state machines over `sync` atomics; the structures drive them.
 #[cfg_attr(
-    any(not(test), netmcore_loom),
-    allow(
-        dead_code,
-        reason = "driven by the structures, which come with the master's segment glue; under \
-                  loom only the models run"
-    )
+    netmcore_loom,
+    allow(dead_code, reason = "under loom only the models run, not the OS layer")
 )]
 mod barrier;
 #[cfg_attr(
@@ -70,12 +68,8 @@ mod barrier;
 )]
 mod claims;
 #[cfg_attr(
-    any(not(test), netmcore_loom),
-    allow(
-        dead_code,
-        reason = "driven by the structures, which come with the master's segment glue; under \
-                  loom only the models run"
-    )
+    netmcore_loom,
+    allow(dead_code, reason = "under loom only the models run, not the OS layer")
 )]
 mod condvar;
 #[cfg_attr(
@@ -112,12 +106,19 @@ mod testing;
 mod wait;
 
 #[cfg(not(netmcore_loom))]
+#[cfg(not(netmcore_loom))]
 pub use atomics::SharedAtomics;
+#[cfg(not(netmcore_loom))]
+pub use barrier::Barrier;
+#[cfg(not(netmcore_loom))]
+pub use condvar::Condvar;
 pub use error::{Error, Result};
 pub use handle::Handle;
 #[cfg(not(netmcore_loom))]
 pub use mutex::{Mutex, MutexGuard};
 pub use plain::Plain;
+#[cfg(not(netmcore_loom))]
+pub use semaphore::Semaphore;
 pub use task::TaskFailure;
 #[cfg(not(netmcore_loom))]
 pub use vec::{Claim, SharedMatrix, SharedVec};

@@ -87,7 +87,7 @@ impl Element {
     }
 
     /// No element (structures without a payload).
-    const NONE: Element = Element { size: 0, align: 1 };
+    pub(crate) const NONE: Element = Element { size: 0, align: 1 };
 }
 
 /// Where the parts of one segment lie.
@@ -320,6 +320,14 @@ static OPEN: Mutex<BTreeMap<ResId, Weak<Segment>>> = Mutex::new(BTreeMap::new())
 /// A callback run when the process lets a segment go (its last value dropped).
 type Leave = Box<dyn Fn(&Segment) + Send + Sync>;
 
+/// What a process undoes when it lets a segment go, and the Unix pid of that process: a child
+/// forked from it inherits the value, and must neither undo its parent's entry nor take it for
+/// its own.
+struct Entered {
+    pid: u32,
+    leave: Leave,
+}
+
 /// One mapped segment; see the [module](self) docs.
 pub(crate) struct Segment {
     id: ResId,
@@ -329,7 +337,7 @@ pub(crate) struct Segment {
     /// none). A forked child inherits the value with its parent's pid in it.
     user_in: AtomicU32,
     /// What to undo in the segment when this process lets it go (a barrier's opener slot).
-    leave: Mutex<Option<Leave>>,
+    leave: Mutex<Option<Entered>>,
 }
 
 impl Segment {
@@ -481,13 +489,36 @@ impl Segment {
         header_words(&self.mapping).ok_or_else(|| self.corrupt("the segment is not 8-byte aligned"))
     }
 
-    /// Runs `leave` when this process lets the segment go (once: a second call does nothing).
-    #[allow(dead_code, reason = "for the barrier's opener slot, which comes next")]
-    pub(crate) fn on_leave(&self, leave: impl Fn(&Segment) + Send + Sync + 'static) {
-        let mut slot = self.leave.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(Box::new(leave));
+    /// Runs `enter` the first time a process calls this for the segment, and the `leave` it
+    /// returns when that process lets the segment go (its last value dropped). Later calls in
+    /// the same process do nothing; in a child forked after the call, the next call enters
+    /// again for the child (the parent's `leave` is forgotten there, never run), so each
+    /// process undoes exactly what it did itself. An error of `enter` is returned and nothing
+    /// is recorded.
+    ///
+    /// This is how a barrier writes the calling process into its openers table once, however
+    /// many values of it the process opens, and clears the slot when the last one goes.
+    ///
+    /// # Errors
+    ///
+    /// The error of `enter`.
+    pub(crate) fn enter_once<L>(&self, enter: impl FnOnce(&Segment) -> Result<L>) -> Result<()>
+    where
+        L: Fn(&Segment) + Send + Sync + 'static,
+    {
+        let me = std::process::id();
+        // Held while `enter` runs, so that two threads of one process opening the segment at
+        // once enter it once.
+        let mut entered = self.leave.lock().unwrap_or_else(PoisonError::into_inner);
+        if entered.as_ref().is_some_and(|e| e.pid == me) {
+            return Ok(());
         }
+        let leave = enter(self)?;
+        *entered = Some(Entered {
+            pid: me,
+            leave: Box::new(leave),
+        });
+        Ok(())
     }
 
     /// Checks that an open segment holds a structure of `kind` and type `fingerprint`.
@@ -511,13 +542,14 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if let Some(leave) = self
+        if let Some(entered) = self
             .leave
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+            && entered.pid == std::process::id()
         {
-            leave(self);
+            (entered.leave)(self);
         }
         let mut table = table();
         if table.get(&self.id).is_some_and(|w| w.strong_count() == 0) {
@@ -638,6 +670,20 @@ mod tests {
         assert_eq!((b.table, b.table_entries, b.total), (136, 14, 136 + 56));
         let a = Layout::atomics(4).expect("small");
         assert_eq!((a.payload, a.payload_len, a.total), (128, 32, 160));
+    }
+
+    /// A segment is as long as its layout, which need not be a multiple of 8: only the
+    /// header is viewed as 64-bit words.
+    #[test]
+    fn a_segment_of_an_odd_length_is_created() {
+        let layout = Layout::mutex(Element::of::<u32>()).expect("small");
+        assert_eq!(layout.total, 140);
+        let segment =
+            Segment::create(Kind::Mutex, 42, layout.sizes(), |_| Ok(())).expect("a segment");
+        assert_eq!(segment.mapping().len(), 140);
+        assert_eq!(segment.header().kind(), Some(Kind::Mutex));
+        let again = Segment::open(segment.id(), Kind::Mutex, 42).expect("the same segment");
+        assert!(Arc::ptr_eq(&segment, &again));
     }
 
     #[test]

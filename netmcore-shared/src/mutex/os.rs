@@ -235,10 +235,20 @@ impl<T: Plain> Mutex<T> {
     }
 }
 
-impl<T: Plain> MutexGuard<'_, T> {
+impl<'a, T: Plain> MutexGuard<'a, T> {
     /// The mutex this guard locks.
     fn state(&self) -> MutexState<'_> {
         MutexState::attach(self.mutex.words())
+    }
+
+    /// Gives the lock back (as dropping the guard does, poisoning it if the thread started
+    /// panicking meanwhile) and returns the mutex, to lock it again with [`Mutex::lock`]: how
+    /// a condition variable waits. The guard, and with it the `&mut T`, is gone before the
+    /// lock is, so the value is never reachable without the lock.
+    pub(crate) fn unlock(guard: MutexGuard<'a, T>) -> &'a Mutex<T> {
+        let mutex = guard.mutex;
+        drop(guard);
+        mutex
     }
 }
 
