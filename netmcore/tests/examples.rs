@@ -45,3 +45,17 @@ fn shared_counter_counts_exactly_and_recovers_a_poisoned_lock() {
     );
     assert!(out.contains("nothing left in /dev/shm"), "{out}");
 }
+
+#[test]
+fn matmul_computes_the_sequential_product_in_every_band_count() {
+    let out = run_example("matmul", &["40"]);
+    assert!(out.contains("matmul 40 x 40"), "{out}");
+    assert!(
+        out.contains("workers=1") && out.contains("workers=2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("every product equals the sequential one"),
+        "{out}"
+    );
+}

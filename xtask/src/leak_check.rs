@@ -194,6 +194,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 "netmcore-master",
                 "-p",
                 "netmcore-ipc",
+                "-p",
+                "netmcore-shared",
+                "-p",
+                "netmcore",
             ],
             &[],
         )

@@ -6,7 +6,8 @@
 //! program re-executes itself with [`ROLE_VAR`] naming the role, in a process group of its own.
 //! After the scenario, this program (a child subreaper, so orphans are adopted and reaped here)
 //! checks that nothing with the scenario's prefix is left in `/dev/shm`, that no managed file
-//! is left, that no process of the scenario's group is alive, that no zombie child is left, and
+//! is left, that the segments of the shared structures the holder was using (a locked
+//! `Mutex`, a `SharedVec` with a live claim) are gone, that no process of the scenario's group is alive, that no zombie child is left, and
 //! that the ledger lists no live entry. It prints one line per scenario and a summary table,
 //! and exits non-zero on any failure.
 //!
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use netmcore::ipc::sem::NamedSemaphore;
 use netmcore::ipc::shm::ShmObject;
+use netmcore::shared::{Mutex, SharedVec};
 use netmcore::{Config, Error, process};
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal, WaitOptions};
@@ -48,6 +50,13 @@ enum Then {
     /// Panics.
     Panic,
 }
+
+/// The file in the scratch directory where the holder lists the names of its segments.
+const SEGMENTS: &str = "segments";
+
+/// How many objects the holder holds: a shm object, a semaphore and a file it manages, and the
+/// segments of a mutex and a vector.
+const HELD: usize = 5;
 
 /// The objects of a scenario, by name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,9 +87,15 @@ impl Names {
         ]
     }
 
-    /// The objects that still exist.
+    /// The objects that still exist: the three managed ones, and the segments of the shared
+    /// structures the holder listed in `segments` (netmcore names those itself).
     fn existing(&self) -> Vec<PathBuf> {
-        self.paths().into_iter().filter(|p| p.exists()).collect()
+        let segments = std::fs::read_to_string(self.scratch.join(SEGMENTS)).unwrap_or_default();
+        self.paths()
+            .into_iter()
+            .chain(segments.lines().map(shm_path))
+            .filter(|p| p.exists())
+            .collect()
     }
 }
 
@@ -292,14 +307,24 @@ fn check_after(ctx: &Ctx, pgids: &[i32]) -> anyhow::Result<()> {
             bail!("processes of group {pgid} still alive: {members:?}");
         }
     }
-    reap();
+    // A process of another group (the guardian, in a session of its own) may still be ending:
+    // it is reaped here as soon as it has, and only one that stays a zombie is a failure.
     let me = i32::try_from(std::process::id()).context("pid")?;
-    let zombies: Vec<i32> = all_procs()
-        .into_iter()
-        .filter(|p| p.2 == me && p.1 == 'Z')
-        .map(|p| p.0)
-        .collect();
-    ensure!(zombies.is_empty(), "zombie children: {zombies:?}");
+    let zombies = || -> Vec<i32> {
+        all_procs()
+            .into_iter()
+            .filter(|p| p.2 == me && p.1 == 'Z')
+            .map(|p| p.0)
+            .collect()
+    };
+    if wait_until("no zombie child is left", || {
+        reap();
+        zombies().is_empty()
+    })
+    .is_err()
+    {
+        bail!("zombie children: {:?}", zombies());
+    }
     let mut left = leftovers(ctx);
     let deadline = Instant::now() + Duration::from_secs(3);
     while !left.is_empty() && Instant::now() < deadline {
@@ -401,7 +426,7 @@ fn killed_then_admin_cleanup(ctx: &Ctx) -> anyhow::Result<()> {
     kill_master_and_guardian(&mut master)?;
     let existing = ctx.names.existing();
     ensure!(
-        existing.len() == 3,
+        existing.len() == HELD,
         "the objects were destroyed without a cleanup: only {existing:?} are left"
     );
     match admin_binary() {
@@ -439,7 +464,7 @@ fn killed_then_new_startup(ctx: &Ctx) -> anyhow::Result<()> {
     let (mut master, _) = ctx.holding_master("hold-sleep")?;
     kill_master_and_guardian(&mut master)?;
     ensure!(
-        ctx.names.existing().len() == 3,
+        ctx.names.existing().len() == HELD,
         "the objects were destroyed before the new startup"
     );
     let fresh = ctx.spawn("fresh")?;
@@ -458,7 +483,7 @@ fn second_master(ctx: &Ctx) -> anyhow::Result<()> {
     outcome?;
     ensure!(alive, "the first master died when the second started");
     ensure!(
-        existing.len() == 3,
+        existing.len() == HELD,
         "the second master disturbed the first's objects: only {existing:?} were left"
     );
     Ok(())
@@ -481,6 +506,16 @@ fn child_main(role: &str) -> anyhow::Result<()> {
             Ok(())
         };
         hold().expect("the holder holds its objects");
+        // Shared structures too, held in the middle of their use: a locked mutex and a live
+        // claim. Their segments are named by netmcore; the scenario checks them by name.
+        let mutex = Mutex::new(7u64).expect("a mutex");
+        let vector = SharedVec::<u64>::zeroed(64).expect("a vector");
+        let segments = [mutex.handle().id(), vector.handle().id()]
+            .map(|id| netmcore::get_shm(id).expect("a segment's name"))
+            .join("\n");
+        std::fs::write(names.scratch.join(SEGMENTS), segments).expect("list the segments");
+        let _guard = mutex.lock().expect("a fresh mutex");
+        let _claim = vector.claim(8..16).expect("a fresh claim");
         match then {
             Then::Panic => panic!("the holder panics while holding its objects"),
             Then::Sleep => {
