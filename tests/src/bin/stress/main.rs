@@ -32,6 +32,7 @@ use netmcore_tests::procs;
 mod report;
 mod rng;
 mod shared;
+mod structures;
 mod supervisor;
 #[allow(
     unsafe_code,

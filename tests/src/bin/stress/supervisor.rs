@@ -46,9 +46,12 @@ usage: stress [--processes N] [--duration D] [--seed S] [--coordinators K] [--wa
   --coordinators K  coordinator processes running waves side by side (default 4, at most 16)
   --wave W          the most actions in one wave (default 6)
   --without ACTIONS leave these actions out of the mix, comma-separated, from: plain, nowait,
-                    fault, kill, nest, shm, prealloc, sem, file, misuse, hostile
-  --no-resources    the same as --without shm,prealloc,sem,file
+                    fault, kill, nest, shm, prealloc, sem, file, misuse, hostile, mutex, churn
+  --no-resources    the same as --without shm,prealloc,sem,file,mutex,churn
   --stall D         declare a hang when no process starts for this long (default 90s)";
+
+/// The actions `--no-resources` leaves out: those that create objects.
+const NO_RESOURCES: &str = "shm,prealloc,sem,file,mutex,churn";
 
 /// The command line.
 #[derive(Debug, Clone)]
@@ -92,7 +95,7 @@ impl Options {
                 "--wave" => o.wave_max = number(arg, value(arg)?)?,
                 "--stall" => o.stall = parse_duration(value(arg)?)?,
                 "--without" => o.disabled |= parse_actions(value(arg)?)?,
-                "--no-resources" => o.disabled |= parse_actions("shm,prealloc,sem,file")?,
+                "--no-resources" => o.disabled |= parse_actions(NO_RESOURCES)?,
                 "-h" | "--help" => bail!("{USAGE}"),
                 other => bail!("unknown argument `{other}`\n\n{USAGE}"),
             }
@@ -547,6 +550,8 @@ fn summarize(
             row(&format!("  {name}"), format!("{created}"));
         }
         row("semaphore posts and waits", format!("{}", t.sem_ops));
+        row("shared mutex locks", format!("{}", t.lock_ops));
+        row("  found poisoned (takeovers)", format!("{}", t.takeovers));
         if t.failure_count > 0 {
             problems.push(format!("{} checks failed", t.failure_count));
             for f in &t.failures {
@@ -649,7 +654,7 @@ mod tests {
         let o = Options::parse(&args("--duration 2m --seed 7 --no-resources")).expect("parses");
         assert_eq!(o.processes, None);
         assert_eq!(o.duration, Some(Duration::from_secs(120)));
-        assert_eq!((o.seed, o.disabled), (Some(7), 0b1_1110_0000));
+        assert_eq!((o.seed, o.disabled), (Some(7), 0b1_1000_0001_1110_0000));
         let o = Options::parse(&args("--without kill,nest")).expect("parses");
         assert_eq!(o.disabled, 0b1_1000);
         assert!(Options::parse(&args("--without fork")).is_err());
