@@ -32,6 +32,10 @@ const DEFAULT_PROCESSES: u64 = 10_000;
 /// How long the group of a finished master gets to disappear.
 const GROUP_GRACE: Duration = Duration::from_secs(10);
 
+/// The start of the names of the objects that netmcore names itself in `/dev/shm` (the
+/// segments of structures), and of the run's own objects.
+const NETMCORE_PREFIX: &str = "netmcore-";
+
 /// How long objects of a killed master get to disappear (its guardian cleans them).
 const GUARDIAN_GRACE: Duration = Duration::from_secs(3);
 
@@ -168,6 +172,10 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
         mix(nanos ^ u64::from(me))
     });
     let prefix_body = format!("netmcore-stress-{me}-");
+    // Structures name their segments themselves (`/netmcore-<creator's pid>-mutex-…`), not
+    // with the run's prefix: every `netmcore-` object that appears during the run and is left
+    // after it is counted as the run's (CI runs stress alone).
+    let netmcore_before = procs::shm_entries(NETMCORE_PREFIX);
     let prefix = format!("/{prefix_body}");
     let scratch = std::env::temp_dir().join(format!("netmcore-stress-{me}"));
     let deadline_ms = options.duration.map_or(0, |d| {
@@ -274,13 +282,13 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
         .collect();
 
     let _ = netmcore_ipc::shm::unlink(&plan.region);
-    let mut shm_left = procs::shm_entries(&prefix_body);
+    let mut shm_left = shm_leftovers(&prefix_body, &netmcore_before);
     if !matches!(ending, Ending::Exited(0)) {
         // A killed master's guardian cleans asynchronously.
         let deadline = Instant::now() + GUARDIAN_GRACE;
         while !shm_left.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
-            shm_left = procs::shm_entries(&prefix_body);
+            shm_left = shm_leftovers(&prefix_body, &netmcore_before);
         }
     }
     for name in &shm_left {
@@ -331,6 +339,29 @@ struct Leaks {
     survivors: Vec<String>,
     strays: Vec<String>,
     children: Vec<String>,
+}
+
+/// The objects of the run in `/dev/shm`: those named with its prefix, and those named by
+/// netmcore (`netmcore-…`) that were not there before the run (`before`) and are not of a
+/// live process.
+fn shm_leftovers(prefix_body: &str, before: &[String]) -> Vec<String> {
+    let mut left = procs::shm_entries(prefix_body);
+    left.extend(
+        procs::shm_entries(NETMCORE_PREFIX)
+            .into_iter()
+            .filter(|n| !n.contains(prefix_body) && !before.contains(n) && !foreign(n)),
+    );
+    left
+}
+
+/// Whether the `/dev/shm` entry `name` is an object of a process that is alive now, so not of
+/// this run: by the leak check every process of the run has ended, and netmcore names a
+/// segment after its creator's Unix pid (`netmcore-<pid>-…`).
+fn foreign(name: &str) -> bool {
+    name.strip_prefix(NETMCORE_PREFIX)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Waits for the master process, reaping adopted orphans and showing progress; kills the
