@@ -165,6 +165,7 @@ enum Pending {
 
 /// A started action, with the faults it injects (counted as survived once it checks out).
 struct Started {
+    action: Action,
     pending: Pending,
     faults: Vec<FaultKind>,
 }
@@ -213,7 +214,9 @@ pub fn coordinator(arg: CoordArg) -> Tally {
                 Err(e) => tally.fail(format!("coordinator {}: {e}", arg.index)),
             }
         }
-        for s in started {
+        for (i, s) in started.into_iter().enumerate() {
+            // Shown by the supervisor if the run hangs here.
+            shared::set_joining(arg.index, tally.waves, i as u64, s.action as u64);
             match finish(s.pending, &mut tally) {
                 Ok(()) => {
                     tally.pass();
@@ -459,7 +462,11 @@ fn launch(action: Action, rng: &mut Rng, slot: u64, tally: &mut Tally) -> Result
     for f in &faults {
         tally.injected[*f as usize] += 1;
     }
-    Ok(Started { pending, faults })
+    Ok(Started {
+        action,
+        pending,
+        faults,
+    })
 }
 
 /// An owner of resources, started as `pid` of `ty`; `[child_fault, owner_fault]` are the

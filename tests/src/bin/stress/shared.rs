@@ -27,6 +27,10 @@ pub const MAX_COORDINATORS: u64 = 16;
 /// The word of the first kill slot.
 const FIRST_SLOT: usize = 64;
 
+/// The word of the first coordinator's *joining* word, after the kill slots: what it is
+/// joining now, for the report of a hang.
+const FIRST_JOINING: usize = FIRST_SLOT + (MAX_COORDINATORS * SLOTS_PER_COORDINATOR) as usize;
+
 /// A counter of the progress region.
 #[derive(Debug, Clone, Copy)]
 pub enum Counter {
@@ -115,6 +119,20 @@ pub fn set(counter: Counter, value: u64) {
 /// The kill slot `slot` (a global index: coordinator × [`SLOTS_PER_COORDINATOR`] + local).
 fn slot(slot: u64) -> &'static AtomicU64 {
     &words()[FIRST_SLOT + slot as usize]
+}
+
+/// Coordinator `coordinator` is joining action `position` of its wave `wave`, of kind
+/// `action` (an index of `tally::ACTION_NAMES`).
+pub fn set_joining(coordinator: u64, wave: u64, position: u64, action: u64) {
+    let word = (wave << 24) | ((position & 0xffff) << 8) | (action + 1);
+    words()[FIRST_JOINING + coordinator as usize].store(word, Ordering::Relaxed);
+}
+
+/// What coordinator `coordinator` is joining: `(wave, position in it, action)`, or `None`
+/// before its first join.
+pub fn joining(coordinator: u64) -> Option<(u64, u64, usize)> {
+    let word = words()[FIRST_JOINING + coordinator as usize].load(Ordering::Relaxed);
+    (word != 0).then(|| (word >> 24, (word >> 8) & 0xffff, (word & 0xff) as usize - 1))
 }
 
 /// A victim publishes its Unix pid in `slot`.

@@ -263,7 +263,7 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
         .with_context(|| format!("spawn {} --master", exe.display()))?;
     let child_pid = child.id() as i32;
     let mut strays = Vec::new();
-    let ending = supervise(child_pid, options, &mut strays);
+    let ending = supervise(child_pid, seed, options, &mut strays);
     let wall = started.elapsed();
     clear_progress();
 
@@ -366,7 +366,7 @@ fn foreign(name: &str) -> bool {
 
 /// Waits for the master process, reaping adopted orphans and showing progress; kills the
 /// master's group if the run stalls.
-fn supervise(child: i32, options: &Options, strays: &mut Vec<String>) -> Ending {
+fn supervise(child: i32, seed: u64, options: &Options, strays: &mut Vec<String>) -> Ending {
     let tty = std::io::stderr().is_terminal();
     let every = if tty {
         Duration::from_millis(250)
@@ -403,9 +403,19 @@ fn supervise(child: i32, options: &Options, strays: &mut Vec<String>) -> Ending 
         } else if last_change.elapsed() > options.stall {
             clear_progress();
             eprintln!(
-                "stress: no progress for {:?}: the run hangs; its processes:",
+                "stress: no progress for {:?}: the run hangs (a deadlock, or a wait that never \
+                 ends); replay with --seed {seed}",
                 options.stall
             );
+            for c in 0..options.coordinators {
+                if let Some((wave, position, action)) = shared::joining(c) {
+                    eprintln!(
+                        "  coordinator {c} was joining action {position} of its wave {wave}: {}",
+                        ACTION_NAMES.get(action).copied().unwrap_or("(unknown)")
+                    );
+                }
+            }
+            eprintln!("  the processes of the run:");
             for p in procs::group(child) {
                 eprintln!("  {}", p.describe());
             }
