@@ -238,7 +238,8 @@ pub fn types() -> &'static Types {
         .expect("the process types are defined before startup")
 }
 
-/// Defines a process type whose body counts itself in the progress region first.
+/// Defines a process type whose body counts itself in the progress region first (and marks its
+/// pid as the run's).
 fn def<A, R>(body: impl Fn(A) -> R + Send + Sync + 'static) -> anyhow::Result<ProcessType<A, R>>
 where
     A: Serialize + DeserializeOwned + 'static,
@@ -246,6 +247,7 @@ where
 {
     Ok(process::def_process(move |arg: A| {
         shared::add(Counter::Processes, 1);
+        shared::mark_own_pid();
         body(arg)
     })?)
 }

@@ -23,7 +23,7 @@ use crate::master::Plan;
 use crate::procs;
 use crate::report::Report;
 use crate::rng::mix;
-use crate::shared::{self, Counter, MAX_COORDINATORS, REGION_SIZE};
+use crate::shared::{self, Counter, MAX_COORDINATORS};
 use crate::tally::{ACTION_KEYS, ACTION_NAMES, FAULT_NAMES, OBJECT_NAMES};
 
 /// The default number of processes of a run.
@@ -173,8 +173,8 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
     });
     let prefix_body = format!("netmcore-stress-{me}-");
     // Structures name their segments themselves (`/netmcore-<creator's pid>-mutex-…`), not
-    // with the run's prefix: every `netmcore-` object that appears during the run and is left
-    // after it is counted as the run's (CI runs stress alone).
+    // with the run's prefix: every such object that appears during the run, is left after
+    // it, and was created by a process of the run is counted as the run's.
     let netmcore_before = procs::shm_entries(NETMCORE_PREFIX);
     let prefix = format!("/{prefix_body}");
     let scratch = std::env::temp_dir().join(format!("netmcore-stress-{me}"));
@@ -244,7 +244,7 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
     let region =
         ShmObject::create(&plan.region).with_context(|| format!("shm_open {}", plan.region))?;
     region
-        .set_size(REGION_SIZE)
+        .set_size(shared::region_size())
         .with_context(|| format!("ftruncate {}", plan.region))?;
     shared::use_region(
         region
@@ -294,6 +294,17 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
     for name in &shm_left {
         let _ = std::fs::remove_file(Path::new("/dev/shm").join(name));
     }
+    let others = procs::shm_entries(NETMCORE_PREFIX)
+        .into_iter()
+        .filter(|n| !n.contains(&prefix_body) && !netmcore_before.contains(n))
+        .filter(|n| !shm_left.contains(n))
+        .count();
+    if others > 0 {
+        eprintln!(
+            "stress: {others} netmcore objects of other programs appeared in /dev/shm during the \
+             run (not counted, not removed)"
+        );
+    }
     let files_left: Vec<String> = std::fs::read_dir(plan.files_dir())
         .map(|d| {
             d.flatten()
@@ -341,27 +352,29 @@ struct Leaks {
     children: Vec<String>,
 }
 
-/// The objects of the run in `/dev/shm`: those named with its prefix, and those named by
-/// netmcore (`netmcore-…`) that were not there before the run (`before`) and are not of a
-/// live process.
+/// The objects of the run in `/dev/shm`: those named with its prefix, and those that netmcore
+/// named after a creator that was a process of the run and that were not there before it
+/// (`before`).
 fn shm_leftovers(prefix_body: &str, before: &[String]) -> Vec<String> {
     let mut left = procs::shm_entries(prefix_body);
     left.extend(
         procs::shm_entries(NETMCORE_PREFIX)
             .into_iter()
-            .filter(|n| !n.contains(prefix_body) && !before.contains(n) && !foreign(n)),
+            .filter(|n| !before.contains(n) && creator(n).is_some_and(shared::was_of_the_run)),
     );
     left
 }
 
-/// Whether the `/dev/shm` entry `name` is an object of a process that is alive now, so not of
-/// this run: by the leak check every process of the run has ended, and netmcore names a
-/// segment after its creator's Unix pid (`netmcore-<pid>-…`).
-fn foreign(name: &str) -> bool {
-    name.strip_prefix(NETMCORE_PREFIX)
-        .and_then(|rest| rest.split('-').next())
-        .and_then(|pid| pid.parse::<u32>().ok())
-        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+/// The Unix pid after which netmcore named the `/dev/shm` entry `name`
+/// (`netmcore-<pid>-…`, or `sem.netmcore-<pid>-…`); `None` for names of another shape, such
+/// as the run's own prefix or another program's.
+fn creator(name: &str) -> Option<u32> {
+    name.trim_start_matches("sem.")
+        .strip_prefix(NETMCORE_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Waits for the master process, reaping adopted orphans and showing progress; kills the
@@ -702,6 +715,14 @@ mod tests {
         assert!(Options::parse(&args("--processes")).is_err());
         assert!(Options::parse(&args("--coordinators 0")).is_err());
         assert!(Options::parse(&args("--bogus")).is_err());
+    }
+
+    #[test]
+    fn objects_named_by_netmcore_give_their_creator() {
+        assert_eq!(creator("netmcore-4242-mutex-00ff00ff00ff00ff"), Some(4242));
+        assert_eq!(creator("sem.netmcore-17-0123456789abcdef-sem"), Some(17));
+        assert_eq!(creator("netmcore-stress-99-shm-1"), None);
+        assert_eq!(creator("netmcore-leak-24390-4-shm"), None);
     }
 
     #[test]
