@@ -1,11 +1,12 @@
 //! `cargo xtask stress`: builds the `stress` program of the `netmcore-tests` crate in release
 //! mode and runs it with the given arguments; its exit status is the command's.
 //!
-//! The program runs a random mix of processes, faults and resource traffic under one master,
-//! checks every result, and checks afterwards that nothing is left: objects in `/dev/shm`,
-//! processes, descriptors of the master, entries of the ledger. It prints its seed, a live
-//! counter (plain lines when stderr is not a terminal) and a summary table; see
-//! `tests/src/bin/stress/main.rs`.
+//! The program runs a random mix of processes, faults, resource traffic and structures in
+//! shared memory under one master, checks every result, reports a run that stops making
+//! progress (a deadlock) as a failure, and checks afterwards that nothing is left: objects in
+//! `/dev/shm` (the segments netmcore names included), processes, descriptors of the master,
+//! entries of the ledger. It prints its seed, a live counter (plain lines when stderr is not
+//! a terminal) and a summary table; see `tests/src/bin/stress/main.rs`.
 
 use anyhow::bail;
 

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::coordinator::{self, CoordArg, RootArg};
 use crate::rng::mix;
 use crate::shared::{self, Counter};
+use crate::structures::{self, ChurnArg, MutexArg, MutexUse, Seen, VictimUse};
 use crate::tally::Tally;
 
 /// How long a body waits for something another process must do (a post, a published pid)
@@ -41,6 +42,8 @@ pub enum Fault {
     Exit(i32),
     /// It dies of SIGSEGV.
     Segv,
+    /// It sends itself SIGKILL.
+    Sigkill,
 }
 
 /// The argument of a nested process: it starts `fanout` children (nested ones while `depth`
@@ -206,6 +209,14 @@ pub struct Types {
     pub file_owner: ProcessType<FileArg, Owned>,
     /// Reads a file.
     pub file_reader: ProcessType<FileUse, Result<(), String>>,
+    /// Hosts a shared mutex action (see `structures.rs`).
+    pub mutex_host: ProcessType<MutexArg, Result<Seen, String>>,
+    /// Increments under a shared mutex; returns the poisoned locks it found.
+    pub mutex_worker: ProcessType<MutexUse, Result<u64, String>>,
+    /// Takes a shared mutex and may die holding it.
+    pub mutex_victim: ProcessType<VictimUse, Result<u64, String>>,
+    /// Creates and drops mutexes; may die holding the only value of some.
+    pub churner: ProcessType<ChurnArg, Result<u64, String>>,
     /// Writes what it must not to its channel.
     pub hostile: ProcessType<crate::hostile::HostileArg, Result<u64, String>>,
     /// Runs waves of the mix.
@@ -227,7 +238,8 @@ pub fn types() -> &'static Types {
         .expect("the process types are defined before startup")
 }
 
-/// Defines a process type whose body counts itself in the progress region first.
+/// Defines a process type whose body counts itself in the progress region first (and marks its
+/// pid as the run's).
 fn def<A, R>(body: impl Fn(A) -> R + Send + Sync + 'static) -> anyhow::Result<ProcessType<A, R>>
 where
     A: Serialize + DeserializeOwned + 'static,
@@ -235,6 +247,7 @@ where
 {
     Ok(process::def_process(move |arg: A| {
         shared::add(Counter::Processes, 1);
+        shared::mark_own_pid();
         body(arg)
     })?)
 }
@@ -260,6 +273,10 @@ pub fn define() -> anyhow::Result<()> {
         partner: def(partner)?,
         file_owner: def(file_owner)?,
         file_reader: def(file_reader)?,
+        mutex_host: def(structures::mutex_host)?,
+        mutex_worker: def(structures::mutex_worker)?,
+        mutex_victim: def(structures::mutex_victim)?,
+        churner: def(structures::churner)?,
         hostile: def(crate::hostile::hostile)?,
         coordinator: def(coordinator::coordinator)?,
         root: def(coordinator::root)?,
@@ -279,6 +296,9 @@ pub fn inject(fault: Fault) -> ! {
             panic!("a deliberate panic of the stress mix")
         }
         Fault::Exit(code) => std::process::exit(code),
+        Fault::Sigkill => {
+            let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
+        }
         Fault::Segv => {
             // The Rust runtime's SIGSEGV handler (stack overflow detection) catches the first
             // signal, restores the default action and returns; the second one kills.
@@ -302,7 +322,7 @@ fn maybe_inject(fault: Option<Fault>) {
 }
 
 /// Formats an error with what failed.
-fn err<E: Display>(what: impl Display) -> impl FnOnce(E) -> String {
+pub fn err<E: Display>(what: impl Display) -> impl FnOnce(E) -> String {
     move |e| format!("{what}: {e}")
 }
 

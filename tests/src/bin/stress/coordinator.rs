@@ -19,6 +19,7 @@ use crate::bodies::{
 use crate::hostile::{self, HostileArg};
 use crate::rng::{Rng, mix};
 use crate::shared::{self, SLOTS_PER_COORDINATOR};
+use crate::structures;
 use crate::tally::{FaultKind, ObjectKind, Tally};
 
 /// The argument of a coordinator.
@@ -93,9 +94,11 @@ enum Action {
     File,
     Misuse,
     Hostile,
+    SharedMutex,
+    MutexChurn,
 }
 
-const ACTIONS: [Action; 11] = [
+const ACTIONS: [Action; 13] = [
     Action::Plain,
     Action::PlainNowait,
     Action::Fault,
@@ -107,11 +110,14 @@ const ACTIONS: [Action; 11] = [
     Action::File,
     Action::Misuse,
     Action::Hostile,
+    Action::SharedMutex,
+    Action::MutexChurn,
 ];
 
 /// The weights of [`ACTIONS`]: about a quarter of the actions inject a fault (besides the
-/// holders of resources that die holding them) and a third move resources.
-const WEIGHTS: [u64; 11] = [22, 4, 14, 7, 14, 9, 8, 9, 7, 4, 3];
+/// holders of resources that die holding them), a third move resources, and one in ten uses
+/// structures in shared memory (where most of them inject a fault in a holder).
+const WEIGHTS: [u64; 13] = [22, 4, 14, 7, 14, 9, 8, 9, 7, 4, 3, 7, 5];
 
 /// Exit codes an `exit` fault uses; 0 included, since a process that exits 0 without
 /// returning from its body has no result either.
@@ -150,10 +156,16 @@ enum Pending {
         faulted: bool,
         sem_ops: u64,
     },
+    /// A structure in shared memory (see `structures.rs`).
+    Structure {
+        what: String,
+        finish: structures::Finish,
+    },
 }
 
 /// A started action, with the faults it injects (counted as survived once it checks out).
 struct Started {
+    action: Action,
     pending: Pending,
     faults: Vec<FaultKind>,
 }
@@ -202,7 +214,9 @@ pub fn coordinator(arg: CoordArg) -> Tally {
                 Err(e) => tally.fail(format!("coordinator {}: {e}", arg.index)),
             }
         }
-        for s in started {
+        for (i, s) in started.into_iter().enumerate() {
+            // Shown by the supervisor if the run hangs here.
+            shared::set_joining(arg.index, tally.waves, i as u64, s.action as u64);
             match finish(s.pending, &mut tally) {
                 Ok(()) => {
                     tally.pass();
@@ -252,6 +266,7 @@ fn kind(fault: Fault) -> FaultKind {
         Fault::Panic => FaultKind::Panic,
         Fault::Exit(_) => FaultKind::Exit,
         Fault::Segv => FaultKind::Sigsegv,
+        Fault::Sigkill => FaultKind::Sigkill,
     }
 }
 
@@ -412,6 +427,19 @@ fn launch(action: Action, rng: &mut Rng, slot: u64, tally: &mut Tally) -> Result
                 t.sem_owner,
             )
         }
+        Action::SharedMutex | Action::MutexChurn => {
+            let launched = if action == Action::SharedMutex {
+                structures::launch_mutex(rng)?
+            } else {
+                structures::launch_churn(rng)?
+            };
+            tally.processes += launched.processes;
+            faults = launched.faults;
+            Pending::Structure {
+                what: launched.what,
+                finish: launched.finish,
+            }
+        }
         Action::File => {
             let arg = FileArg {
                 pattern: rng.next_u64(),
@@ -434,7 +462,11 @@ fn launch(action: Action, rng: &mut Rng, slot: u64, tally: &mut Tally) -> Result
     for f in &faults {
         tally.injected[*f as usize] += 1;
     }
-    Ok(Started { pending, faults })
+    Ok(Started {
+        action,
+        pending,
+        faults,
+    })
 }
 
 /// An owner of resources, started as `pid` of `ty`; `[child_fault, owner_fault]` are the
@@ -480,6 +512,13 @@ fn finish(pending: Pending, tally: &mut Tally) -> Result<(), String> {
             }
         }
         Pending::Misuse { pid, x } => misuse(pid, x),
+        Pending::Structure { what, finish } => {
+            let seen = finish().map_err(|e| format!("{what}: {e}"))?;
+            tally.takeovers += seen.takeovers;
+            tally.lock_ops += seen.lock_ops;
+            tally.created[ObjectKind::Segment as usize] += seen.segments;
+            Ok(())
+        }
         Pending::Hostile { pid, arg } => hostile::check(&arg, t.hostile.join(pid)),
         Pending::Fault { pid, fault } => match t.faulty.join(pid) {
             Ok(None) => Ok(()),

@@ -17,11 +17,19 @@
 //! starter, faulty bodies (panic, `exit(code)`, SIGSEGV), a victim killed with SIGKILL by
 //! another worker, shm / preallocated shm (inherited by id, by `All`, and not at all) /
 //! semaphore / file churn whose holders sometimes die holding them, calls made wrong (each
-//! must give its documented error), and hostile peers that write bad frames to their channel
-//! (`hostile.rs`). The seed replays the same draws.
+//! must give its documented error), hostile peers that write bad frames to their channel
+//! (`hostile.rs`), and structures in shared memory (`structures.rs`): workers that count
+//! under a `netmcore::shared::Mutex` beside a victim that dies holding the lock (the count
+//! must be exact, and one locker must take the lock over, poisoned, per death), and mutexes
+//! created and dropped quickly by a worker that is sometimes killed holding the only value of
+//! some (their segments must go with it). The seed replays the same draws.
 //!
 //! Every object the run names starts with `/netmcore-stress-<supervisor pid>-`, so that the
-//! leak check sees only this run's objects.
+//! leak check sees only this run's objects; the segments of structures are named by netmcore
+//! (`/netmcore-<creator's pid>-…`), so the leak check also counts every `netmcore-` object
+//! that appeared during the run and is left after it. A run that makes no progress for the
+//! stall time (a deadlock: a lock nobody takes over) is killed and reported as a failure with
+//! its seed and the action each coordinator was joining.
 #![deny(unsafe_code)]
 
 mod bodies;
@@ -32,6 +40,7 @@ use netmcore_tests::procs;
 mod report;
 mod rng;
 mod shared;
+mod structures;
 mod supervisor;
 #[allow(
     unsafe_code,

@@ -122,6 +122,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     netmcore_ipc::shm::unlink(&plan.region)
         .with_context(|| format!("shm_unlink {}", plan.region))?;
     shared::set(Counter::Mapped, 1);
+    shared::mark_own_pid();
     shared::set_settings(Settings {
         prefix: plan.prefix.clone(),
         files: plan.files_dir(),

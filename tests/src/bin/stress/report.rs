@@ -63,6 +63,8 @@ impl Report {
                 line(&format!("action.{i}"), &t.actions[i]);
             }
             line("sem_ops", &t.sem_ops);
+            line("takeovers", &t.takeovers);
+            line("lock_ops", &t.lock_ops);
             line("waves", &t.waves);
             line("failure_count", &t.failure_count);
             for f in &t.failures {
@@ -114,6 +116,8 @@ impl Report {
                 "processes" => t.processes = num()?,
                 "checked" => t.checked = num()?,
                 "sem_ops" => t.sem_ops = num()?,
+                "takeovers" => t.takeovers = num()?,
+                "lock_ops" => t.lock_ops = num()?,
                 "waves" => t.waves = num()?,
                 "failure_count" => t.failure_count = num()?,
                 "failure" => t.failures.push(value.to_owned()),
@@ -180,6 +184,8 @@ mod tests {
             processes: 12,
             checked: 7,
             sem_ops: 40,
+            takeovers: 6,
+            lock_ops: 900,
             waves: 3,
             failure_count: 1,
             failures: vec!["compute P3 gave\nnothing".to_owned()],
@@ -201,6 +207,7 @@ mod tests {
         let back = Report::parse(&report.to_text()).expect("parses");
         let t = back.tally.expect("a tally");
         assert_eq!((t.processes, t.checked, t.sem_ops, t.waves), (12, 7, 40, 3));
+        assert_eq!((t.takeovers, t.lock_ops), (6, 900));
         assert_eq!(
             (t.injected[2], t.survived[2], t.created[3], t.actions[8]),
             (5, 4, 9, 2)

@@ -3,8 +3,10 @@
 //! The master sets both before `startup`, so that every worker, forked from it, has them. The
 //! progress region is a shm object that the supervisor created and the master mapped (the
 //! mapping is inherited by fork, since netmcore does not know it); it holds counters that
-//! the supervisor shows while the run goes on, and the slots through which a victim tells a
-//! killer its Unix pid.
+//! the supervisor shows while the run goes on, the slots through which a victim tells a
+//! killer its Unix pid, and a bitmap of the Unix pids of the run's processes (after the first
+//! [`COUNTERS_SIZE`] bytes), by which the leak check knows which objects named after their
+//! creator's pid are the run's.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -15,8 +17,22 @@ use anyhow::{Context as _, bail};
 use netmcore::SharedMemory;
 use netmcore_ipc::shm::ShmObject;
 
-/// The size of the progress region.
-pub const REGION_SIZE: u64 = 8192;
+/// The size of the counters and slots at the start of the progress region.
+pub const COUNTERS_SIZE: u64 = 8192;
+
+/// The most Unix pids the bitmap holds (Linux's largest `pid_max`).
+const MAX_PIDS: u64 = 1 << 22;
+
+/// The size of the progress region on this system: the counters and a bit per possible pid
+/// (`/proc/sys/kernel/pid_max`).
+pub fn region_size() -> u64 {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(MAX_PIDS)
+        .min(MAX_PIDS);
+    COUNTERS_SIZE + pid_max.div_ceil(64) * 8
+}
 
 /// Kill slots per coordinator (at most this many kill pairs run at once in one coordinator).
 pub const SLOTS_PER_COORDINATOR: u64 = 32;
@@ -26,6 +42,10 @@ pub const MAX_COORDINATORS: u64 = 16;
 
 /// The word of the first kill slot.
 const FIRST_SLOT: usize = 64;
+
+/// The word of the first coordinator's *joining* word, after the kill slots: what it is
+/// joining now, for the report of a hang.
+const FIRST_JOINING: usize = FIRST_SLOT + (MAX_COORDINATORS * SLOTS_PER_COORDINATOR) as usize;
 
 /// A counter of the progress region.
 #[derive(Debug, Clone, Copy)]
@@ -78,8 +98,8 @@ pub fn map_region(name: &str) -> anyhow::Result<()> {
     let memory = object
         .map_shared()
         .with_context(|| format!("map progress region {name}"))?;
-    if memory.as_atomic_u64s().is_none() || memory.len() < REGION_SIZE as usize {
-        bail!("progress region {name} is not {REGION_SIZE} aligned bytes");
+    if memory.as_atomic_u64s().is_none() || memory.len() < COUNTERS_SIZE as usize {
+        bail!("progress region {name} is not {COUNTERS_SIZE} aligned bytes or more");
     }
     let _ = REGION.set(memory);
     Ok(())
@@ -115,6 +135,45 @@ pub fn set(counter: Counter, value: u64) {
 /// The kill slot `slot` (a global index: coordinator × [`SLOTS_PER_COORDINATOR`] + local).
 fn slot(slot: u64) -> &'static AtomicU64 {
     &words()[FIRST_SLOT + slot as usize]
+}
+
+/// Coordinator `coordinator` is joining action `position` of its wave `wave`, of kind
+/// `action` (an index of `tally::ACTION_NAMES`).
+pub fn set_joining(coordinator: u64, wave: u64, position: u64, action: u64) {
+    let word = (wave << 24) | ((position & 0xffff) << 8) | (action + 1);
+    words()[FIRST_JOINING + coordinator as usize].store(word, Ordering::Relaxed);
+}
+
+/// What coordinator `coordinator` is joining: `(wave, position in it, action)`, or `None`
+/// before its first join.
+pub fn joining(coordinator: u64) -> Option<(u64, u64, usize)> {
+    let word = words()[FIRST_JOINING + coordinator as usize].load(Ordering::Relaxed);
+    (word != 0).then(|| (word >> 24, (word >> 8) & 0xffff, (word & 0xff) as usize - 1))
+}
+
+/// The word and bit of `pid` in the pid bitmap.
+fn pid_bit(pid: u32) -> (usize, u64) {
+    (
+        COUNTERS_SIZE as usize / 8 + pid as usize / 64,
+        1 << (pid % 64),
+    )
+}
+
+/// Records the calling process as a process of the run.
+pub fn mark_own_pid() {
+    let (word, bit) = pid_bit(std::process::id());
+    if let Some(w) = words().get(word) {
+        w.fetch_or(bit, Ordering::Relaxed);
+    }
+}
+
+/// Whether `pid` was a process of the run; `true` for a pid beyond the bitmap, which cannot
+/// tell.
+pub fn was_of_the_run(pid: u32) -> bool {
+    let (word, bit) = pid_bit(pid);
+    words()
+        .get(word)
+        .is_none_or(|w| w.load(Ordering::Relaxed) & bit != 0)
 }
 
 /// A victim publishes its Unix pid in `slot`.

@@ -23,7 +23,7 @@ use crate::master::Plan;
 use crate::procs;
 use crate::report::Report;
 use crate::rng::mix;
-use crate::shared::{self, Counter, MAX_COORDINATORS, REGION_SIZE};
+use crate::shared::{self, Counter, MAX_COORDINATORS};
 use crate::tally::{ACTION_KEYS, ACTION_NAMES, FAULT_NAMES, OBJECT_NAMES};
 
 /// The default number of processes of a run.
@@ -31,6 +31,10 @@ const DEFAULT_PROCESSES: u64 = 10_000;
 
 /// How long the group of a finished master gets to disappear.
 const GROUP_GRACE: Duration = Duration::from_secs(10);
+
+/// The start of the names of the objects that netmcore names itself in `/dev/shm` (the
+/// segments of structures), and of the run's own objects.
+const NETMCORE_PREFIX: &str = "netmcore-";
 
 /// How long objects of a killed master get to disappear (its guardian cleans them).
 const GUARDIAN_GRACE: Duration = Duration::from_secs(3);
@@ -46,9 +50,12 @@ usage: stress [--processes N] [--duration D] [--seed S] [--coordinators K] [--wa
   --coordinators K  coordinator processes running waves side by side (default 4, at most 16)
   --wave W          the most actions in one wave (default 6)
   --without ACTIONS leave these actions out of the mix, comma-separated, from: plain, nowait,
-                    fault, kill, nest, shm, prealloc, sem, file, misuse, hostile
-  --no-resources    the same as --without shm,prealloc,sem,file
+                    fault, kill, nest, shm, prealloc, sem, file, misuse, hostile, mutex, churn
+  --no-resources    the same as --without shm,prealloc,sem,file,mutex,churn
   --stall D         declare a hang when no process starts for this long (default 90s)";
+
+/// The actions `--no-resources` leaves out: those that create objects.
+const NO_RESOURCES: &str = "shm,prealloc,sem,file,mutex,churn";
 
 /// The command line.
 #[derive(Debug, Clone)]
@@ -92,7 +99,7 @@ impl Options {
                 "--wave" => o.wave_max = number(arg, value(arg)?)?,
                 "--stall" => o.stall = parse_duration(value(arg)?)?,
                 "--without" => o.disabled |= parse_actions(value(arg)?)?,
-                "--no-resources" => o.disabled |= parse_actions("shm,prealloc,sem,file")?,
+                "--no-resources" => o.disabled |= parse_actions(NO_RESOURCES)?,
                 "-h" | "--help" => bail!("{USAGE}"),
                 other => bail!("unknown argument `{other}`\n\n{USAGE}"),
             }
@@ -165,6 +172,10 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
         mix(nanos ^ u64::from(me))
     });
     let prefix_body = format!("netmcore-stress-{me}-");
+    // Structures name their segments themselves (`/netmcore-<creator's pid>-mutex-…`), not
+    // with the run's prefix: every such object that appears during the run, is left after
+    // it, and was created by a process of the run is counted as the run's.
+    let netmcore_before = procs::shm_entries(NETMCORE_PREFIX);
     let prefix = format!("/{prefix_body}");
     let scratch = std::env::temp_dir().join(format!("netmcore-stress-{me}"));
     let deadline_ms = options.duration.map_or(0, |d| {
@@ -233,7 +244,7 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
     let region =
         ShmObject::create(&plan.region).with_context(|| format!("shm_open {}", plan.region))?;
     region
-        .set_size(REGION_SIZE)
+        .set_size(shared::region_size())
         .with_context(|| format!("ftruncate {}", plan.region))?;
     shared::use_region(
         region
@@ -252,7 +263,7 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
         .with_context(|| format!("spawn {} --master", exe.display()))?;
     let child_pid = child.id() as i32;
     let mut strays = Vec::new();
-    let ending = supervise(child_pid, options, &mut strays);
+    let ending = supervise(child_pid, seed, options, &mut strays);
     let wall = started.elapsed();
     clear_progress();
 
@@ -271,17 +282,28 @@ pub fn run(options: &Options) -> anyhow::Result<bool> {
         .collect();
 
     let _ = netmcore_ipc::shm::unlink(&plan.region);
-    let mut shm_left = procs::shm_entries(&prefix_body);
+    let mut shm_left = shm_leftovers(&prefix_body, &netmcore_before);
     if !matches!(ending, Ending::Exited(0)) {
         // A killed master's guardian cleans asynchronously.
         let deadline = Instant::now() + GUARDIAN_GRACE;
         while !shm_left.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
-            shm_left = procs::shm_entries(&prefix_body);
+            shm_left = shm_leftovers(&prefix_body, &netmcore_before);
         }
     }
     for name in &shm_left {
         let _ = std::fs::remove_file(Path::new("/dev/shm").join(name));
+    }
+    let others = procs::shm_entries(NETMCORE_PREFIX)
+        .into_iter()
+        .filter(|n| !n.contains(&prefix_body) && !netmcore_before.contains(n))
+        .filter(|n| !shm_left.contains(n))
+        .count();
+    if others > 0 {
+        eprintln!(
+            "stress: {others} netmcore objects of other programs appeared in /dev/shm during the \
+             run (not counted, not removed)"
+        );
     }
     let files_left: Vec<String> = std::fs::read_dir(plan.files_dir())
         .map(|d| {
@@ -330,9 +352,34 @@ struct Leaks {
     children: Vec<String>,
 }
 
+/// The objects of the run in `/dev/shm`: those named with its prefix, and those that netmcore
+/// named after a creator that was a process of the run and that were not there before it
+/// (`before`).
+fn shm_leftovers(prefix_body: &str, before: &[String]) -> Vec<String> {
+    let mut left = procs::shm_entries(prefix_body);
+    left.extend(
+        procs::shm_entries(NETMCORE_PREFIX)
+            .into_iter()
+            .filter(|n| !before.contains(n) && creator(n).is_some_and(shared::was_of_the_run)),
+    );
+    left
+}
+
+/// The Unix pid after which netmcore named the `/dev/shm` entry `name`
+/// (`netmcore-<pid>-…`, or `sem.netmcore-<pid>-…`); `None` for names of another shape, such
+/// as the run's own prefix or another program's.
+fn creator(name: &str) -> Option<u32> {
+    name.trim_start_matches("sem.")
+        .strip_prefix(NETMCORE_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Waits for the master process, reaping adopted orphans and showing progress; kills the
 /// master's group if the run stalls.
-fn supervise(child: i32, options: &Options, strays: &mut Vec<String>) -> Ending {
+fn supervise(child: i32, seed: u64, options: &Options, strays: &mut Vec<String>) -> Ending {
     let tty = std::io::stderr().is_terminal();
     let every = if tty {
         Duration::from_millis(250)
@@ -369,9 +416,19 @@ fn supervise(child: i32, options: &Options, strays: &mut Vec<String>) -> Ending 
         } else if last_change.elapsed() > options.stall {
             clear_progress();
             eprintln!(
-                "stress: no progress for {:?}: the run hangs; its processes:",
+                "stress: no progress for {:?}: the run hangs (a deadlock, or a wait that never \
+                 ends); replay with --seed {seed}",
                 options.stall
             );
+            for c in 0..options.coordinators {
+                if let Some((wave, position, action)) = shared::joining(c) {
+                    eprintln!(
+                        "  coordinator {c} was joining action {position} of its wave {wave}: {}",
+                        ACTION_NAMES.get(action).copied().unwrap_or("(unknown)")
+                    );
+                }
+            }
+            eprintln!("  the processes of the run:");
             for p in procs::group(child) {
                 eprintln!("  {}", p.describe());
             }
@@ -547,6 +604,8 @@ fn summarize(
             row(&format!("  {name}"), format!("{created}"));
         }
         row("semaphore posts and waits", format!("{}", t.sem_ops));
+        row("shared mutex locks", format!("{}", t.lock_ops));
+        row("  found poisoned (takeovers)", format!("{}", t.takeovers));
         if t.failure_count > 0 {
             problems.push(format!("{} checks failed", t.failure_count));
             for f in &t.failures {
@@ -649,13 +708,21 @@ mod tests {
         let o = Options::parse(&args("--duration 2m --seed 7 --no-resources")).expect("parses");
         assert_eq!(o.processes, None);
         assert_eq!(o.duration, Some(Duration::from_secs(120)));
-        assert_eq!((o.seed, o.disabled), (Some(7), 0b1_1110_0000));
+        assert_eq!((o.seed, o.disabled), (Some(7), 0b1_1001_1110_0000));
         let o = Options::parse(&args("--without kill,nest")).expect("parses");
         assert_eq!(o.disabled, 0b1_1000);
         assert!(Options::parse(&args("--without fork")).is_err());
         assert!(Options::parse(&args("--processes")).is_err());
         assert!(Options::parse(&args("--coordinators 0")).is_err());
         assert!(Options::parse(&args("--bogus")).is_err());
+    }
+
+    #[test]
+    fn objects_named_by_netmcore_give_their_creator() {
+        assert_eq!(creator("netmcore-4242-mutex-00ff00ff00ff00ff"), Some(4242));
+        assert_eq!(creator("sem.netmcore-17-0123456789abcdef-sem"), Some(17));
+        assert_eq!(creator("netmcore-stress-99-shm-1"), None);
+        assert_eq!(creator("netmcore-leak-24390-4-shm"), None);
     }
 
     #[test]

@@ -50,10 +50,12 @@ pub enum ObjectKind {
     Sem = 2,
     /// A file registered with `manage_file`.
     File = 3,
+    /// A segment of a structure in shared memory (`netmcore::shared`).
+    Segment = 4,
 }
 
 /// The number of [`ObjectKind`]s.
-pub const OBJECT_KINDS: usize = 4;
+pub const OBJECT_KINDS: usize = 5;
 
 /// The names of the [`ObjectKind`]s, by index.
 pub const OBJECT_NAMES: [&str; OBJECT_KINDS] = [
@@ -61,16 +63,17 @@ pub const OBJECT_NAMES: [&str; OBJECT_KINDS] = [
     "preallocated shm",
     "semaphores",
     "files",
+    "segments (netmcore::shared)",
 ];
 
 /// The short names of the actions, for `--without`, by index of [`ACTION_NAMES`].
-pub const ACTION_KEYS: [&str; 11] = [
+pub const ACTION_KEYS: [&str; 13] = [
     "plain", "nowait", "fault", "kill", "nest", "shm", "prealloc", "sem", "file", "misuse",
-    "hostile",
+    "hostile", "mutex", "churn",
 ];
 
 /// The kinds of action a coordinator draws, as indexes of [`Tally::actions`].
-pub const ACTION_NAMES: [&str; 11] = [
+pub const ACTION_NAMES: [&str; 13] = [
     "plain start+join",
     "plain join_nowait",
     "fault",
@@ -82,6 +85,8 @@ pub const ACTION_NAMES: [&str; 11] = [
     "file churn",
     "calls made wrong",
     "hostile peer",
+    "shared mutex",
+    "mutex churn",
 ];
 
 /// The counts of a coordinator (or, summed, of the whole run).
@@ -99,6 +104,11 @@ pub struct Tally {
     pub created: [u64; OBJECT_KINDS],
     /// Semaphore posts and waits.
     pub sem_ops: u64,
+    /// Locks of shared mutexes found poisoned (taken over from a holder that died, or
+    /// poisoned by a panic).
+    pub takeovers: u64,
+    /// Locks of shared mutexes taken.
+    pub lock_ops: u64,
     /// Actions drawn, by the index of [`ACTION_NAMES`].
     pub actions: [u64; ACTION_NAMES.len()],
     /// Waves run.
@@ -133,6 +143,8 @@ impl Tally {
         add_all(&mut self.survived, &other.survived);
         add_all(&mut self.created, &other.created);
         self.sem_ops += other.sem_ops;
+        self.takeovers += other.takeovers;
+        self.lock_ops += other.lock_ops;
         add_all(&mut self.actions, &other.actions);
         self.waves += other.waves;
         self.failure_count += other.failure_count;
