@@ -118,7 +118,10 @@ impl fmt::Debug for SharedAtomics {
 mod tests {
     use std::sync::atomic::Ordering;
 
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::testing::scribble;
 
     #[test]
     fn words_start_at_zero_and_are_shared_between_openings() {
@@ -137,6 +140,36 @@ mod tests {
         });
         assert_eq!(a.as_slice()[2].load(Ordering::Relaxed), 4000);
         assert!(SharedAtomics::new(0).expect("empty").is_empty());
+    }
+
+    proptest! {
+        /// Random bytes written anywhere over an atomics array's segment — header or words —
+        /// give an error when the segment is checked again (`Corrupt` or `WrongType`), or an
+        /// array that still works; and the value already open keeps working without a panic:
+        /// its words are plain counters, every value of which is valid, and its length is
+        /// the one computed at creation, never read back.
+        #[test]
+        fn scribbled_atomics_segments_give_errors_never_panics(
+            (offset, bytes) in scribble::scribbles(&[0..128, 128..160, 0..164]),
+        ) {
+            let atomics = SharedAtomics::new(4).expect("an array before startup");
+            let id = atomics.handle().id();
+            let name = scribble::write(id, offset, &bytes);
+            let checked = scribble::recheck(
+                id,
+                &name,
+                Kind::Atomics,
+                fingerprint::<SharedAtomics>(),
+                Element::of::<u64>(),
+            );
+            prop_assert!(checked.is_ok(), "{checked:?}");
+            let words = atomics.as_slice();
+            prop_assert_eq!(words.len(), 4);
+            for word in words {
+                let before = word.fetch_add(1, Ordering::Relaxed);
+                prop_assert_eq!(word.load(Ordering::Relaxed), before.wrapping_add(1));
+            }
+        }
     }
 
     #[test]

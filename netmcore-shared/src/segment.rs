@@ -338,6 +338,10 @@ pub(crate) struct Segment {
     user_in: AtomicU32,
     /// What to undo in the segment when this process lets it go (a barrier's opener slot).
     leave: Mutex<Option<Entered>>,
+    /// Taken by a thread of this process before it goes for a lock word of the segment that
+    /// the process holds as a whole (a claims table's lock), so that no other thread of it
+    /// holds that word meanwhile: a word that then names this process names no live holder.
+    local: Mutex<()>,
 }
 
 impl Segment {
@@ -375,6 +379,7 @@ impl Segment {
                 mapping,
                 user_in: AtomicU32::new(std::process::id()),
                 leave: Mutex::new(None),
+                local: Mutex::new(()),
             };
             if !segment.header.publish(segment.words64()?) {
                 return Err(segment.corrupt("the segment is shorter than its header"));
@@ -458,6 +463,7 @@ impl Segment {
             // Not registered: dropping it releases nothing.
             user_in: AtomicU32::new(0),
             leave: Mutex::new(None),
+            local: Mutex::new(()),
         })
     }
 
@@ -519,6 +525,13 @@ impl Segment {
             leave: Box::new(leave),
         });
         Ok(())
+    }
+
+    /// The lock that keeps the other threads of this process away from the segment's
+    /// process-wide lock words while the caller takes one, holds it and gives it back (see
+    /// the `local` field). A guard dropped during a panic leaves nothing to repair here.
+    pub(crate) fn local_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Checks that an open segment holds a structure of `kind` and type `fingerprint`.

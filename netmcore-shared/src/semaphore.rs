@@ -187,3 +187,51 @@ impl fmt::Debug for Semaphore {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::testing::scribble;
+
+    proptest! {
+        /// Random bytes written anywhere over a semaphore's segment — header or its word —
+        /// give an error when the segment is checked again (`Corrupt` or `WrongType`), or a
+        /// semaphore that still works; and the value already open keeps working without a
+        /// panic: whatever count and waiters the word says, a try or a timed acquire returns,
+        /// and a release gives a unit back or says `Full`.
+        #[test]
+        fn scribbled_semaphore_segments_give_errors_never_panics(
+            (offset, bytes) in scribble::scribbles(&[0..128, 128..136, 0..140]),
+        ) {
+            let semaphore = Semaphore::new(1).expect("a semaphore before startup");
+            let id = semaphore.handle().id();
+            let name = scribble::write(id, offset, &bytes);
+            let checked = scribble::recheck(
+                id,
+                &name,
+                Kind::Semaphore,
+                fingerprint::<Semaphore>(),
+                Element::NONE,
+            );
+            prop_assert!(checked.is_ok(), "{checked:?}");
+            let before = semaphore.value();
+            prop_assert!(before <= Semaphore::MAX_VALUE);
+            let took = semaphore.try_acquire();
+            prop_assert_eq!(took, before > 0);
+            match semaphore.release() {
+                Ok(()) | Err(Error::Full) => {}
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+            let _ = semaphore.acquire_timeout(Duration::from_micros(50));
+            let _ = semaphore.value();
+            match semaphore.release() {
+                Ok(()) | Err(Error::Full) => {}
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+        }
+    }
+}

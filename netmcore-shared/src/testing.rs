@@ -136,3 +136,86 @@ impl Peers for Board {
             .is_some_and(|dead| dead.load(Ordering::Acquire))
     }
 }
+
+/// Scribbling over a live segment, for the property tests of the structures: what another
+/// process (or a stray writer) could do to the bytes of a shm object it maps.
+#[cfg(not(netmcore_loom))]
+pub(crate) mod scribble {
+    use std::sync::atomic::Ordering;
+
+    use netmcore_ipc::shm::ShmObject;
+    use netmcore_resources::ResId;
+    use proptest::prelude::*;
+
+    use crate::Error;
+    use crate::header::Kind;
+    use crate::protocol::MASTER_TAG;
+    use crate::segment::{Element, Layout, Segment};
+
+    /// Words that the protocols give a meaning to: free, the master's own tag (which a
+    /// program before startup holds itself), with the waiters bit, the reserved bit, a tag
+    /// nobody was issued, all ones.
+    const MEANINGFUL: [u32; 8] = [
+        0,
+        1,
+        5,
+        MASTER_TAG,
+        MASTER_TAG | 1 << 31,
+        1 << 30,
+        1 << 31,
+        u32::MAX,
+    ];
+
+    /// A scribble: an offset in `regions` (one region drawn first, so that a small header
+    /// or word area is hit as often as a large table) and the bytes to write there, either
+    /// random or one word the protocols give a meaning to, written at a 4-aligned offset.
+    pub(crate) fn scribbles(
+        regions: &[std::ops::Range<usize>],
+    ) -> impl Strategy<Value = (usize, Vec<u8>)> + use<> {
+        let offsets = proptest::sample::select(regions.to_vec())
+            .prop_flat_map(|region| region.start..region.end.max(region.start + 1));
+        let random = (
+            offsets.clone(),
+            proptest::collection::vec(any::<u8>(), 1..48),
+        );
+        let word = (
+            offsets,
+            prop_oneof![proptest::sample::select(MEANINGFUL.to_vec()), any::<u32>()],
+        )
+            .prop_map(|(offset, word)| (offset & !3, word.to_ne_bytes().to_vec()));
+        prop_oneof![random, word]
+    }
+
+    /// Writes `bytes` at `offset` of the shm object of segment `id` (what fits of them)
+    /// through a mapping of its own, and returns the object's name.
+    pub(crate) fn write(id: ResId, offset: usize, bytes: &[u8]) -> String {
+        let name = netmcore_master::get_shm(id).expect("the name of a live segment");
+        let scribbler = ShmObject::open(&name)
+            .and_then(|shm| shm.map())
+            .expect("a second mapping");
+        for (i, byte) in bytes.iter().enumerate() {
+            if let Some(cell) = scribbler.as_atomic_u8s().get(offset + i) {
+                cell.store(*byte, Ordering::Relaxed);
+            }
+        }
+        name
+    }
+
+    /// Maps the scribbled segment again and checks it as an open would: its header, then
+    /// its layout. `Ok`, `Corrupt` and `WrongType` are answers; any other error is returned
+    /// as a failure (a panic fails the property by itself).
+    pub(crate) fn recheck(
+        id: ResId,
+        name: &str,
+        kind: Kind,
+        fingerprint: u64,
+        element: Element,
+    ) -> Result<(), String> {
+        match Segment::map_checked(id, name, kind, fingerprint)
+            .and_then(|segment| Layout::check(segment.header(), element, id))
+        {
+            Ok(_) | Err(Error::Corrupt { .. } | Error::WrongType { .. }) => Ok(()),
+            Err(other) => Err(format!("unexpected error {other:?}")),
+        }
+    }
+}

@@ -24,6 +24,7 @@ use crate::claims::state::{ClaimRefused, ClaimSlot, ClaimsTable, ClaimsWords, Fr
 use crate::handle::{Handle, fingerprint};
 use crate::header::Kind;
 use crate::mutex::state::{LockStep, Locking};
+use crate::protocol::Peers;
 use crate::segment::{Element, Layout, Segment, open};
 use crate::sys;
 use crate::wait::{Watch, own_tag};
@@ -133,19 +134,26 @@ impl<T: Plain> Array<T> {
     /// Runs `f` with the table's lock held by `me`. The lock is the mutex protocol without
     /// poison: a holder that died is taken over (every change of the table leaves it
     /// consistent), and a wait watches the death board beside the lock word.
+    ///
+    /// The threads of this process take the lock one at a time (the segment's local lock),
+    /// so a lock word that names this process while this thread goes for it is held by
+    /// nobody: written by a stray writer, or left by a thread that panicked holding it. It
+    /// is taken over like a dead holder's, where waiting for it would never end.
     fn locked<R>(&self, me: u32, f: impl FnOnce(&ClaimsTable<'_>, &Watch) -> R) -> Result<R> {
+        let _alone = self.segment.local_lock();
         let table = self.table();
         let watch = Watch::new();
+        let holders = Holders { me, watch: &watch };
         let mut locking = Locking::new();
         let mut spins = 0;
         loop {
             let epoch = watch.epoch();
-            match table.lock_step(&mut locking, me, &watch) {
+            match table.lock_step(&mut locking, me, &holders) {
                 Ok(LockStep::Acquired { took_over }) => {
                     if took_over {
                         tracing::debug!(
                             id = self.id().0,
-                            "{}: took the claims table's lock over from a dead holder",
+                            "{}: took the claims table's lock over from a holder that is gone",
                             self.id()
                         );
                     }
@@ -273,6 +281,21 @@ impl<T: Plain> Array<T> {
             .field("id", &self.id())
             .field("frozen", &self.is_frozen())
             .finish_non_exhaustive()
+    }
+}
+
+/// Who can hold a claims table's lock, for a thread of the process `me` that holds the
+/// segment's local lock: nobody of `me` (no other thread of it can hold the table's lock
+/// meanwhile), and of the others whoever the death board says is alive. A tag that holds
+/// nothing counts as dead, so that a word naming it is taken over.
+struct Holders<'a> {
+    me: u32,
+    watch: &'a Watch,
+}
+
+impl Peers for Holders<'_> {
+    fn is_dead(&self, tag: u32) -> bool {
+        tag == self.me || self.watch.is_dead(tag)
     }
 }
 
@@ -511,7 +534,56 @@ impl<T: Plain + fmt::Debug> fmt::Debug for Claim<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::testing::scribble;
+
+    proptest! {
+        /// Random bytes written anywhere over a vector's segment — header, lock and flags
+        /// words, claim slots or elements — give an error when the segment is checked again
+        /// (`Corrupt` or `WrongType`), or a vector that still works; and the value already
+        /// open keeps working without a panic: a claim, a write through it, a freeze and a
+        /// read each return a value or an error. The program is alone before startup, so a
+        /// lock word or slot owner naming anyone but itself is taken over or freed.
+        #[test]
+        fn scribbled_vec_segments_give_errors_never_panics(
+            (offset, bytes) in scribble::scribbles(&[0..128, 128..136, 136..1672, 1672..1692]),
+        ) {
+            let v = SharedVec::from_slice(&[1u32, 2, 3, 4]).expect("a vector before startup");
+            let id = v.handle().id();
+            let name = scribble::write(id, offset, &bytes);
+            let checked = scribble::recheck(
+                id,
+                &name,
+                Kind::Vec,
+                fingerprint::<SharedVec<u32>>(),
+                Element::of::<u32>(),
+            );
+            prop_assert!(checked.is_ok(), "{checked:?}");
+            prop_assert_eq!(v.len(), 4);
+            match v.claim(1..3) {
+                Ok(mut claim) => {
+                    prop_assert_eq!(claim.len(), 2);
+                    claim[1] = claim[0].wrapping_add(7);
+                }
+                Err(Error::Frozen | Error::Overlap { .. } | Error::Full | Error::Corrupt { .. }) => {}
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+            match v.freeze() {
+                Ok(()) => prop_assert!(v.is_frozen()),
+                Err(Error::Busy | Error::Corrupt { .. }) => {}
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+            match v.as_slice() {
+                Ok(elements) => prop_assert_eq!(elements.len(), 4),
+                Err(Error::NotFrozen | Error::Corrupt { .. }) => prop_assert!(!v.is_frozen()),
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn claims_exclude_each_other_and_freeze_publishes() {
@@ -542,6 +614,51 @@ mod tests {
             [1, 2, 3, 4, 0, 0, 0, 0, 0, 0]
         );
         assert!(matches!(v.claim(0..1), Err(Error::Frozen)));
+    }
+
+    /// A table lock word that names this very process (written by a stray writer) is held
+    /// by nobody: the threads of a process take it one at a time, so a claim takes it over
+    /// rather than wait for itself forever.
+    #[test]
+    fn a_lock_word_naming_this_process_is_taken_over() {
+        let v = SharedVec::<u32>::zeroed(4).expect("a vector");
+        let me = own_tag().expect("the program's tag");
+        for word in [me, me | crate::mutex::state::WAITERS] {
+            v.array.table().lock_word().store(word, Ordering::Relaxed);
+            drop(v.claim(0..4).expect("taken over"));
+            assert_eq!(v.array.table().lock_word().load(Ordering::Relaxed), 0);
+        }
+        v.array.table().lock_word().store(me, Ordering::Relaxed);
+        v.freeze().expect("taken over");
+        assert!(v.is_frozen());
+    }
+
+    /// Threads of one process still exclude each other: every claim of the same elements
+    /// sees what the previous one wrote.
+    #[test]
+    fn threads_of_one_process_claim_in_turn() {
+        let v = SharedVec::<u64>::zeroed(2).expect("a vector");
+        let same = SharedVec::open(v.handle()).expect("the same vector");
+        std::thread::scope(|s| {
+            for vector in [&v, &same, &v, &same] {
+                s.spawn(move || {
+                    let mut done = 0;
+                    while done < 200 {
+                        match vector.claim(0..2) {
+                            Ok(mut claim) => {
+                                claim[0] += 1;
+                                claim[1] = claim[0];
+                                done += 1;
+                            }
+                            Err(Error::Overlap { .. }) => std::thread::yield_now(),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                });
+            }
+        });
+        v.freeze().expect("no claim left");
+        assert_eq!(v.as_slice().expect("frozen"), [800, 800]);
     }
 
     #[test]

@@ -188,3 +188,41 @@ fn state<'a>(segment: &'a Segment, layout: &Layout) -> BarrierState<'a> {
     let n = u32::try_from(layout.count).unwrap_or(u32::MAX);
     BarrierState::attach(words, openers, n)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    use crate::testing::scribble;
+
+    proptest! {
+        /// Random bytes written anywhere over a barrier's segment — header, generation and
+        /// arrival words, openers table — give an error when the segment is checked again
+        /// (`Corrupt` or `WrongType`), or a barrier that still works; and the value already
+        /// open keeps working without a panic. Its `n` is 1, so a wait never sleeps: the
+        /// arrival leads the round, or finds the barrier broken, or finds more arrivals
+        /// counted than a round has (`Corrupt`, for good: the count only grows).
+        #[test]
+        fn scribbled_barrier_segments_give_errors_never_panics(
+            (offset, bytes) in scribble::scribbles(&[0..128, 128..136, 136..176, 0..180]),
+        ) {
+            let barrier = Barrier::new(1).expect("a barrier before startup");
+            let id = barrier.handle().id();
+            let name = scribble::write(id, offset, &bytes);
+            let checked =
+                scribble::recheck(id, &name, Kind::Barrier, fingerprint::<Barrier>(), Element::NONE);
+            prop_assert!(checked.is_ok(), "{checked:?}");
+            for _ in 0..2 {
+                let broken = barrier.is_broken();
+                match barrier.wait() {
+                    Ok(leader) => prop_assert!(leader && !broken, "a round of one leads"),
+                    Err(Error::Broken) => prop_assert!(broken),
+                    Err(Error::Corrupt { .. }) => prop_assert!(!broken),
+                    Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+                }
+            }
+        }
+    }
+}

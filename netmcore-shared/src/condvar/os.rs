@@ -215,3 +215,43 @@ fn layout() -> Result<Layout> {
         max: isize::MAX.unsigned_abs(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::testing::scribble;
+
+    proptest! {
+        /// Random bytes written anywhere over a condition variable's segment — header or
+        /// sequence word — give an error when the segment is checked again (`Corrupt` or
+        /// `WrongType`), or a condition variable that still works; and the value already open
+        /// keeps working without a panic. Its only word is a sequence, which any value is, so
+        /// notifies bump it and a timed wait (on a mutex of its own segment) returns.
+        #[test]
+        fn scribbled_condvar_segments_give_errors_never_panics(
+            (offset, bytes) in scribble::scribbles(&[0..128, 128..136, 0..140]),
+        ) {
+            let condvar = Condvar::new().expect("a condvar before startup");
+            let mutex = Mutex::new(0u32).expect("a mutex before startup");
+            let id = condvar.handle().id();
+            let name = scribble::write(id, offset, &bytes);
+            let checked =
+                scribble::recheck(id, &name, Kind::Condvar, fingerprint::<Condvar>(), Element::NONE);
+            prop_assert!(checked.is_ok(), "{checked:?}");
+            condvar.notify_one();
+            condvar.notify_all();
+            // The deadline ends the sleep whatever the sequence holds, and the mutex is
+            // nobody's: the wait cannot block for longer than the timeout.
+            let guard = mutex.lock().expect("a fresh mutex");
+            let (guard, _timed_out) = condvar
+                .wait_timeout(guard, Duration::from_micros(50))
+                .expect("nobody poisons it");
+            drop(guard);
+            condvar.notify_one();
+        }
+    }
+}

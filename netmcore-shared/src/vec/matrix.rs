@@ -144,7 +144,11 @@ impl<T: Plain> fmt::Debug for SharedMatrix<T> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::handle::fingerprint;
+    use crate::testing::scribble;
 
     #[test]
     fn bands_of_rows_are_claimed_whole() {
@@ -184,5 +188,56 @@ mod tests {
             crate::SharedVec::<f32>::open(Handle::new(m.handle().id())),
             Err(Error::WrongType { .. })
         ));
+    }
+
+    proptest! {
+        /// Random bytes written anywhere over a matrix's segment — header, lock and flags
+        /// words, claim slots or elements — give an error when the segment is checked again
+        /// (`Corrupt` or `WrongType`), or a matrix that still works; and the value already
+        /// open keeps working without a panic: its shape is the one computed at creation,
+        /// and a claim of rows, a write through it, a freeze and reads of the whole and of a
+        /// row each return a value or an error.
+        #[test]
+        fn scribbled_matrix_segments_give_errors_never_panics(
+            (offset, bytes) in scribble::scribbles(&[0..128, 128..136, 136..1672, 1672..1700]),
+        ) {
+            let m = SharedMatrix::<u32>::zeroed(3, 2).expect("a matrix before startup");
+            let id = m.handle().id();
+            let name = scribble::write(id, offset, &bytes);
+            let checked = scribble::recheck(
+                id,
+                &name,
+                Kind::Matrix,
+                fingerprint::<SharedMatrix<u32>>(),
+                Element::of::<u32>(),
+            );
+            prop_assert!(checked.is_ok(), "{checked:?}");
+            prop_assert_eq!((m.rows(), m.cols()), (3, 2));
+            match m.claim_rows(1..2) {
+                Ok(mut claim) => {
+                    prop_assert_eq!(claim.len(), 2);
+                    claim[1] = claim[0].wrapping_add(7);
+                }
+                Err(Error::Frozen | Error::Overlap { .. } | Error::Full | Error::Corrupt { .. }) => {}
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+            match m.freeze() {
+                Ok(()) => prop_assert!(m.is_frozen()),
+                Err(Error::Busy | Error::Corrupt { .. }) => {}
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+            match (m.as_slice(), m.row(2)) {
+                (Ok(elements), Ok(row)) => prop_assert_eq!((elements.len(), row.len()), (6, 2)),
+                (
+                    Err(Error::NotFrozen | Error::Corrupt { .. }),
+                    Err(Error::NotFrozen | Error::Corrupt { .. }),
+                ) => prop_assert!(!m.is_frozen()),
+                other => prop_assert!(false, "unexpected {other:?}"),
+            }
+            prop_assert!(
+                matches!(m.row(3), Err(Error::OutOfBounds { .. })),
+                "row 3 of 3"
+            );
+        }
     }
 }
