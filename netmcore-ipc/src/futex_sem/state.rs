@@ -61,7 +61,19 @@ pub(crate) fn count(word: u32) -> u32 {
     word & COUNT_MASK
 }
 
-/// The registered waiters in a state word.
+/// What a waiter that registered takes off the waiters field of `word` when it leaves: one
+/// waiter, unless the field is already 0. The word lives in shared memory and is untrusted:
+/// another process may have rewritten it while this one waited, and the subtraction must not
+/// overflow into the count or panic.
+fn unregistering(word: u32, registered: bool) -> u32 {
+    if registered && waiters(word) > 0 {
+        ONE_WAITER
+    } else {
+        0
+    }
+}
+
+/// The number of registered waiters in `word`.
 pub(crate) fn waiters(word: u32) -> u32 {
     word >> COUNT_BITS
 }
@@ -197,7 +209,7 @@ impl<'a> SemState<'a> {
         let mut v = self.word.load(Ordering::Relaxed);
         loop {
             if count(v) > 0 {
-                let next = v - 1 - if registered { ONE_WAITER } else { 0 };
+                let next = v - 1 - unregistering(v, registered);
                 match self
                     .word
                     .compare_exchange_weak(v, next, Ordering::Acquire, Ordering::Relaxed)
@@ -252,7 +264,7 @@ impl<'a> SemState<'a> {
             } else {
                 return false;
             };
-            let next = if registered { next - ONE_WAITER } else { next };
+            let next = next - unregistering(v, registered);
             match self
                 .word
                 .compare_exchange_weak(v, next, success, Ordering::Relaxed)
@@ -516,6 +528,11 @@ mod tests {
         assert_eq!(MAX_WAITERS, 1023);
         assert_eq!(count(ONE_WAITER * 3 + 5), 5);
         assert_eq!(waiters(ONE_WAITER * 3 + 5), 3);
+        // A registered waiter leaving a word whose waiters field someone else cleared takes
+        // nothing off it: no overflow into the count, no panic.
+        assert_eq!(unregistering(ONE_WAITER * 3 + 5, true), ONE_WAITER);
+        assert_eq!(unregistering(5, true), 0);
+        assert_eq!(unregistering(ONE_WAITER + 5, false), 0);
         let word = AtomicU32::new(0);
         assert_eq!(SemState::init(&word, MAX_COUNT + 1).err(), Some(Overflow));
         let state = SemState::init(&word, MAX_COUNT).expect("fits");
