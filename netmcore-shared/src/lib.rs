@@ -1,6 +1,32 @@
 //! Data structures in shared memory for [netmcore](https://crates.io/crates/netmcore): locks,
-//! vectors, maps, channels and pipes that processes of one netmcore run share, each in a POSIX
-//! shared memory *segment* of its own that the master registers like any other resource.
+//! condition variables, semaphores, barriers, vectors, matrices and atomic counters that the
+//! processes of one netmcore run share, each in a POSIX shared memory *segment* of its own that
+//! the master registers like any other resource.
+//!
+//! ```
+//! use netmcore_shared::{Mutex, SharedVec};
+//!
+//! # fn main() -> netmcore_shared::Result<()> {
+//! // Before `startup` the program makes structures for itself (they are registered for the
+//! // master-to-be); in a run, workers make and open them the same way, by handle.
+//! let total = Mutex::new(0u64)?;
+//! let squares = SharedVec::<u64>::zeroed(8)?;
+//! {
+//!     // A claim is exclusive: another process claiming an overlapping range gets
+//!     // `Error::Overlap` until this one is dropped.
+//!     let mut claim = squares.claim(0..8)?;
+//!     for (i, x) in claim.iter_mut().enumerate() {
+//!         *x = (i * i) as u64;
+//!     }
+//! }
+//! squares.freeze()?; // from now on everyone reads, nobody writes
+//! *total.lock().expect("not poisoned") = squares.as_slice()?.iter().sum();
+//! assert_eq!(*total.lock().expect("not poisoned"), 140);
+//! // Another process would open them with `Mutex::open(total.handle())` and
+//! // `SharedVec::open(squares.handle())`.
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! The structures are the Rust-shaped counterparts of OCamlnet's netmulticore ones (mempool,
 //! heap, array, matrix, hashtbl, queue, buffer, mutex, sem, condition, camlboxes):
