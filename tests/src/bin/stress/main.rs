@@ -33,6 +33,7 @@
 #![deny(unsafe_code)]
 
 mod bodies;
+mod claims;
 mod coordinator;
 mod hostile;
 mod master;
