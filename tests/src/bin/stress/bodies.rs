@@ -20,6 +20,7 @@ use rustix::process::Signal;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::barriers::{self, BarrierArg, BarrierUse};
 use crate::claims::{self, ClaimSeen, ClaimUse, ClaimVictimUse, ClaimsArg};
 use crate::coordinator::{self, CoordArg, RootArg};
 use crate::rng::mix;
@@ -224,6 +225,10 @@ pub struct Types {
     pub claims_worker: ProcessType<ClaimUse, Result<ClaimSeen, String>>,
     /// Claims a band and may die holding the claim.
     pub claims_victim: ProcessType<ClaimVictimUse, Result<(), String>>,
+    /// Hosts a barrier action (see `barriers.rs`).
+    pub barrier_host: ProcessType<BarrierArg, Result<Seen, String>>,
+    /// Meets the others at a shared barrier, round after round; may die before a round.
+    pub participant: ProcessType<BarrierUse, Result<u32, String>>,
     /// Writes what it must not to its channel.
     pub hostile: ProcessType<crate::hostile::HostileArg, Result<u64, String>>,
     /// Runs waves of the mix.
@@ -287,6 +292,8 @@ pub fn define() -> anyhow::Result<()> {
         claims_host: def(claims::claims_host)?,
         claims_worker: def(claims::claims_worker)?,
         claims_victim: def(claims::claims_victim)?,
+        barrier_host: def(barriers::barrier_host)?,
+        participant: def(barriers::participant)?,
         hostile: def(crate::hostile::hostile)?,
         coordinator: def(coordinator::coordinator)?,
         root: def(coordinator::root)?,

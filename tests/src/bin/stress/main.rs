@@ -32,6 +32,7 @@
 //! its seed and the action each coordinator was joining.
 #![deny(unsafe_code)]
 
+mod barriers;
 mod bodies;
 mod claims;
 mod coordinator;

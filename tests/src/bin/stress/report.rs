@@ -68,6 +68,8 @@ impl Report {
             line("claims", &t.claims);
             line("overlaps", &t.overlaps);
             line("dead_claims", &t.dead_claims);
+            line("rounds", &t.rounds);
+            line("broken", &t.broken);
             line("waves", &t.waves);
             line("failure_count", &t.failure_count);
             for f in &t.failures {
@@ -124,6 +126,8 @@ impl Report {
                 "claims" => t.claims = num()?,
                 "overlaps" => t.overlaps = num()?,
                 "dead_claims" => t.dead_claims = num()?,
+                "rounds" => t.rounds = num()?,
+                "broken" => t.broken = num()?,
                 "waves" => t.waves = num()?,
                 "failure_count" => t.failure_count = num()?,
                 "failure" => t.failures.push(value.to_owned()),
@@ -195,6 +199,8 @@ mod tests {
             claims: 31,
             overlaps: 8,
             dead_claims: 2,
+            rounds: 50,
+            broken: 3,
             waves: 3,
             failure_count: 1,
             failures: vec!["compute P3 gave\nnothing".to_owned()],
@@ -217,7 +223,10 @@ mod tests {
         let t = back.tally.expect("a tally");
         assert_eq!((t.processes, t.checked, t.sem_ops, t.waves), (12, 7, 40, 3));
         assert_eq!((t.takeovers, t.lock_ops), (6, 900));
-        assert_eq!((t.claims, t.overlaps, t.dead_claims), (31, 8, 2));
+        assert_eq!(
+            (t.claims, t.overlaps, t.dead_claims, t.rounds, t.broken),
+            (31, 8, 2, 50, 3)
+        );
         assert_eq!(
             (t.injected[2], t.survived[2], t.created[3], t.actions[8]),
             (5, 4, 9, 2)

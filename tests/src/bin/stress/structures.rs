@@ -39,6 +39,10 @@ pub struct Seen {
     /// Claims whose holder died holding them (by SIGKILL, SIGSEGV or `exit`: no unwinding
     /// dropped them), found released afterwards.
     pub dead_claims: u64,
+    /// Rounds of shared barriers completed.
+    pub rounds: u64,
+    /// Shared barriers broken by the death of a participant.
+    pub broken: u64,
 }
 
 /// Joins the processes of a structure action and checks the structure.

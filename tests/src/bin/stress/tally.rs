@@ -67,13 +67,13 @@ pub const OBJECT_NAMES: [&str; OBJECT_KINDS] = [
 ];
 
 /// The short names of the actions, for `--without`, by index of [`ACTION_NAMES`].
-pub const ACTION_KEYS: [&str; 14] = [
+pub const ACTION_KEYS: [&str; 15] = [
     "plain", "nowait", "fault", "kill", "nest", "shm", "prealloc", "sem", "file", "misuse",
-    "hostile", "mutex", "churn", "claims",
+    "hostile", "mutex", "churn", "claims", "barrier",
 ];
 
 /// The kinds of action a coordinator draws, as indexes of [`Tally::actions`].
-pub const ACTION_NAMES: [&str; 14] = [
+pub const ACTION_NAMES: [&str; 15] = [
     "plain start+join",
     "plain join_nowait",
     "fault",
@@ -88,6 +88,7 @@ pub const ACTION_NAMES: [&str; 14] = [
     "shared mutex",
     "mutex churn",
     "shared vector claims",
+    "shared barrier",
 ];
 
 /// The counts of a coordinator (or, summed, of the whole run).
@@ -116,6 +117,10 @@ pub struct Tally {
     pub overlaps: u64,
     /// Claims of holders that died holding them (no unwinding), found released.
     pub dead_claims: u64,
+    /// Rounds of shared barriers completed.
+    pub rounds: u64,
+    /// Shared barriers broken by a participant's death.
+    pub broken: u64,
     /// Actions drawn, by the index of [`ACTION_NAMES`].
     pub actions: [u64; ACTION_NAMES.len()],
     /// Waves run.
@@ -155,6 +160,8 @@ impl Tally {
         self.claims += other.claims;
         self.overlaps += other.overlaps;
         self.dead_claims += other.dead_claims;
+        self.rounds += other.rounds;
+        self.broken += other.broken;
         add_all(&mut self.actions, &other.actions);
         self.waves += other.waves;
         self.failure_count += other.failure_count;
