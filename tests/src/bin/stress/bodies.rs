@@ -20,6 +20,8 @@ use rustix::process::Signal;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::barriers::{self, BarrierArg, BarrierUse};
+use crate::claims::{self, ClaimSeen, ClaimUse, ClaimVictimUse, ClaimsArg};
 use crate::coordinator::{self, CoordArg, RootArg};
 use crate::rng::mix;
 use crate::shared::{self, Counter};
@@ -217,6 +219,16 @@ pub struct Types {
     pub mutex_victim: ProcessType<VictimUse, Result<u64, String>>,
     /// Creates and drops mutexes; may die holding the only value of some.
     pub churner: ProcessType<ChurnArg, Result<u64, String>>,
+    /// Hosts a claims action (see `claims.rs`).
+    pub claims_host: ProcessType<ClaimsArg, Result<Seen, String>>,
+    /// Fills a band of a shared vector or matrix.
+    pub claims_worker: ProcessType<ClaimUse, Result<ClaimSeen, String>>,
+    /// Claims a band and may die holding the claim.
+    pub claims_victim: ProcessType<ClaimVictimUse, Result<(), String>>,
+    /// Hosts a barrier action (see `barriers.rs`).
+    pub barrier_host: ProcessType<BarrierArg, Result<Seen, String>>,
+    /// Meets the others at a shared barrier, round after round; may die before a round.
+    pub participant: ProcessType<BarrierUse, Result<u32, String>>,
     /// Writes what it must not to its channel.
     pub hostile: ProcessType<crate::hostile::HostileArg, Result<u64, String>>,
     /// Runs waves of the mix.
@@ -277,6 +289,11 @@ pub fn define() -> anyhow::Result<()> {
         mutex_worker: def(structures::mutex_worker)?,
         mutex_victim: def(structures::mutex_victim)?,
         churner: def(structures::churner)?,
+        claims_host: def(claims::claims_host)?,
+        claims_worker: def(claims::claims_worker)?,
+        claims_victim: def(claims::claims_victim)?,
+        barrier_host: def(barriers::barrier_host)?,
+        participant: def(barriers::participant)?,
         hostile: def(crate::hostile::hostile)?,
         coordinator: def(coordinator::coordinator)?,
         root: def(coordinator::root)?,

@@ -21,6 +21,7 @@ use crate::rng::{Rng, mix};
 use crate::shared::{self, SLOTS_PER_COORDINATOR};
 use crate::structures;
 use crate::tally::{FaultKind, ObjectKind, Tally};
+use crate::{barriers, claims};
 
 /// The argument of a coordinator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,9 +97,11 @@ enum Action {
     Hostile,
     SharedMutex,
     MutexChurn,
+    Claims,
+    Barrier,
 }
 
-const ACTIONS: [Action; 13] = [
+const ACTIONS: [Action; 15] = [
     Action::Plain,
     Action::PlainNowait,
     Action::Fault,
@@ -112,12 +115,14 @@ const ACTIONS: [Action; 13] = [
     Action::Hostile,
     Action::SharedMutex,
     Action::MutexChurn,
+    Action::Claims,
+    Action::Barrier,
 ];
 
 /// The weights of [`ACTIONS`]: about a quarter of the actions inject a fault (besides the
-/// holders of resources that die holding them), a third move resources, and one in ten uses
+/// holders of resources that die holding them), a third move resources, and one in six uses
 /// structures in shared memory (where most of them inject a fault in a holder).
-const WEIGHTS: [u64; 13] = [22, 4, 14, 7, 14, 9, 8, 9, 7, 4, 3, 7, 5];
+const WEIGHTS: [u64; 15] = [22, 4, 14, 7, 14, 9, 8, 9, 7, 4, 3, 7, 5, 5, 4];
 
 /// Exit codes an `exit` fault uses; 0 included, since a process that exits 0 without
 /// returning from its body has no result either.
@@ -427,11 +432,12 @@ fn launch(action: Action, rng: &mut Rng, slot: u64, tally: &mut Tally) -> Result
                 t.sem_owner,
             )
         }
-        Action::SharedMutex | Action::MutexChurn => {
-            let launched = if action == Action::SharedMutex {
-                structures::launch_mutex(rng)?
-            } else {
-                structures::launch_churn(rng)?
+        Action::SharedMutex | Action::MutexChurn | Action::Claims | Action::Barrier => {
+            let launched = match action {
+                Action::SharedMutex => structures::launch_mutex(rng)?,
+                Action::MutexChurn => structures::launch_churn(rng)?,
+                Action::Claims => claims::launch_claims(rng)?,
+                _ => barriers::launch_barrier(rng)?,
             };
             tally.processes += launched.processes;
             faults = launched.faults;
@@ -516,6 +522,11 @@ fn finish(pending: Pending, tally: &mut Tally) -> Result<(), String> {
             let seen = finish().map_err(|e| format!("{what}: {e}"))?;
             tally.takeovers += seen.takeovers;
             tally.lock_ops += seen.lock_ops;
+            tally.claims += seen.claims;
+            tally.overlaps += seen.overlaps;
+            tally.dead_claims += seen.dead_claims;
+            tally.rounds += seen.rounds;
+            tally.broken += seen.broken;
             tally.created[ObjectKind::Segment as usize] += seen.segments;
             Ok(())
         }

@@ -20,9 +20,15 @@
 //! must give its documented error), hostile peers that write bad frames to their channel
 //! (`hostile.rs`), and structures in shared memory (`structures.rs`): workers that count
 //! under a `netmcore::shared::Mutex` beside a victim that dies holding the lock (the count
-//! must be exact, and one locker must take the lock over, poisoned, per death), and mutexes
+//! must be exact, and one locker must take the lock over, poisoned, per death), mutexes
 //! created and dropped quickly by a worker that is sometimes killed holding the only value of
-//! some (their segments must go with it). The seed replays the same draws.
+//! some (their segments must go with it), workers that fill disjoint bands of a `SharedVec` or
+//! `SharedMatrix` beside a victim that dies holding a claim (`claims.rs`: an overlapping claim
+//! is refused while its holder lives, the dead claim is released, the array freezes, and each
+//! band reads back exactly as its worker wrote it), and processes meeting at a `Barrier` round
+//! after round (`barriers.rs`: every round has all its arrivals and one leader, and a
+//! participant that dies before a round breaks it for the others, whose wait is `Broken`
+//! rather than a hang). The seed replays the same draws.
 //!
 //! Every object the run names starts with `/netmcore-stress-<supervisor pid>-`, so that the
 //! leak check sees only this run's objects; the segments of structures are named by netmcore
@@ -32,7 +38,9 @@
 //! its seed and the action each coordinator was joining.
 #![deny(unsafe_code)]
 
+mod barriers;
 mod bodies;
+mod claims;
 mod coordinator;
 mod hostile;
 mod master;

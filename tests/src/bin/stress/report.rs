@@ -65,6 +65,11 @@ impl Report {
             line("sem_ops", &t.sem_ops);
             line("takeovers", &t.takeovers);
             line("lock_ops", &t.lock_ops);
+            line("claims", &t.claims);
+            line("overlaps", &t.overlaps);
+            line("dead_claims", &t.dead_claims);
+            line("rounds", &t.rounds);
+            line("broken", &t.broken);
             line("waves", &t.waves);
             line("failure_count", &t.failure_count);
             for f in &t.failures {
@@ -118,6 +123,11 @@ impl Report {
                 "sem_ops" => t.sem_ops = num()?,
                 "takeovers" => t.takeovers = num()?,
                 "lock_ops" => t.lock_ops = num()?,
+                "claims" => t.claims = num()?,
+                "overlaps" => t.overlaps = num()?,
+                "dead_claims" => t.dead_claims = num()?,
+                "rounds" => t.rounds = num()?,
+                "broken" => t.broken = num()?,
                 "waves" => t.waves = num()?,
                 "failure_count" => t.failure_count = num()?,
                 "failure" => t.failures.push(value.to_owned()),
@@ -186,6 +196,11 @@ mod tests {
             sem_ops: 40,
             takeovers: 6,
             lock_ops: 900,
+            claims: 31,
+            overlaps: 8,
+            dead_claims: 2,
+            rounds: 50,
+            broken: 3,
             waves: 3,
             failure_count: 1,
             failures: vec!["compute P3 gave\nnothing".to_owned()],
@@ -208,6 +223,10 @@ mod tests {
         let t = back.tally.expect("a tally");
         assert_eq!((t.processes, t.checked, t.sem_ops, t.waves), (12, 7, 40, 3));
         assert_eq!((t.takeovers, t.lock_ops), (6, 900));
+        assert_eq!(
+            (t.claims, t.overlaps, t.dead_claims, t.rounds, t.broken),
+            (31, 8, 2, 50, 3)
+        );
         assert_eq!(
             (t.injected[2], t.survived[2], t.created[3], t.actions[8]),
             (5, 4, 9, 2)

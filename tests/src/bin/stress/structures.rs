@@ -32,6 +32,17 @@ pub struct Seen {
     pub lock_ops: u64,
     /// Segments created.
     pub segments: u64,
+    /// Claims of a shared vector or matrix granted.
+    pub claims: u64,
+    /// Claims refused as overlapping a live claim of another process.
+    pub overlaps: u64,
+    /// Claims whose holder died holding them (by SIGKILL, SIGSEGV or `exit`: no unwinding
+    /// dropped them), found released afterwards.
+    pub dead_claims: u64,
+    /// Rounds of shared barriers completed.
+    pub rounds: u64,
+    /// Shared barriers broken by the death of a participant.
+    pub broken: u64,
 }
 
 /// Joins the processes of a structure action and checks the structure.
@@ -51,7 +62,7 @@ pub struct Launched {
 
 /// Faults a process of a structure action ends by while it holds a part of it: the three of
 /// the rest of the mix and a SIGKILL it sends itself.
-fn draw_holding_fault(rng: &mut Rng) -> Fault {
+pub fn draw_holding_fault(rng: &mut Rng) -> Fault {
     match rng.range(0, 3) {
         0 => Fault::Panic,
         1 => Fault::Exit(rng.pick(&[0, 1, 42, 255])),

@@ -67,13 +67,13 @@ pub const OBJECT_NAMES: [&str; OBJECT_KINDS] = [
 ];
 
 /// The short names of the actions, for `--without`, by index of [`ACTION_NAMES`].
-pub const ACTION_KEYS: [&str; 13] = [
+pub const ACTION_KEYS: [&str; 15] = [
     "plain", "nowait", "fault", "kill", "nest", "shm", "prealloc", "sem", "file", "misuse",
-    "hostile", "mutex", "churn",
+    "hostile", "mutex", "churn", "claims", "barrier",
 ];
 
 /// The kinds of action a coordinator draws, as indexes of [`Tally::actions`].
-pub const ACTION_NAMES: [&str; 13] = [
+pub const ACTION_NAMES: [&str; 15] = [
     "plain start+join",
     "plain join_nowait",
     "fault",
@@ -87,6 +87,8 @@ pub const ACTION_NAMES: [&str; 13] = [
     "hostile peer",
     "shared mutex",
     "mutex churn",
+    "shared vector claims",
+    "shared barrier",
 ];
 
 /// The counts of a coordinator (or, summed, of the whole run).
@@ -109,6 +111,16 @@ pub struct Tally {
     pub takeovers: u64,
     /// Locks of shared mutexes taken.
     pub lock_ops: u64,
+    /// Claims of shared vectors and matrices granted.
+    pub claims: u64,
+    /// Claims refused as overlapping a live claim of another process.
+    pub overlaps: u64,
+    /// Claims of holders that died holding them (no unwinding), found released.
+    pub dead_claims: u64,
+    /// Rounds of shared barriers completed.
+    pub rounds: u64,
+    /// Shared barriers broken by a participant's death.
+    pub broken: u64,
     /// Actions drawn, by the index of [`ACTION_NAMES`].
     pub actions: [u64; ACTION_NAMES.len()],
     /// Waves run.
@@ -145,6 +157,11 @@ impl Tally {
         self.sem_ops += other.sem_ops;
         self.takeovers += other.takeovers;
         self.lock_ops += other.lock_ops;
+        self.claims += other.claims;
+        self.overlaps += other.overlaps;
+        self.dead_claims += other.dead_claims;
+        self.rounds += other.rounds;
+        self.broken += other.broken;
         add_all(&mut self.actions, &other.actions);
         self.waves += other.waves;
         self.failure_count += other.failure_count;
