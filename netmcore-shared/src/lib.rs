@@ -1,7 +1,7 @@
 //! Data structures in shared memory for [netmcore](https://crates.io/crates/netmcore): locks,
-//! condition variables, semaphores, barriers, vectors, matrices and atomic counters that the
-//! processes of one netmcore run share, each in a POSIX shared memory *segment* of its own that
-//! the master registers like any other resource.
+//! condition variables, semaphores, barriers, vectors, matrices, hash maps and sets and atomic
+//! counters that the processes of one netmcore run share, each in a POSIX shared memory
+//! *segment* of its own that the master registers like any other resource.
 //!
 //! ```
 //! use netmcore_shared::{Mutex, SharedVec};
@@ -102,6 +102,11 @@ mod condvar;
     netmcore_loom,
     allow(dead_code, reason = "under loom only the models run, not the OS layer")
 )]
+mod map;
+#[cfg_attr(
+    netmcore_loom,
+    allow(dead_code, reason = "under loom only the models run, not the OS layer")
+)]
 mod mutex;
 #[cfg_attr(
     any(not(test), netmcore_loom),
@@ -140,6 +145,8 @@ pub use barrier::Barrier;
 pub use condvar::Condvar;
 pub use error::{Error, Result};
 pub use handle::Handle;
+#[cfg(not(netmcore_loom))]
+pub use map::{HashMap, HashSet};
 #[cfg(not(netmcore_loom))]
 pub use mutex::{Mutex, MutexGuard};
 pub use plain::Plain;
