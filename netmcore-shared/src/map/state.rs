@@ -18,8 +18,9 @@
 //!   key inserted, and the `len` that the next holder recounts when it takes the lock over
 //!   ([`Table::repair`]). A replace writes the value words in place: a holder that dies in the
 //!   middle of one leaves a torn value, which is still a valid value of a `Plain` type.
-//! * **Remove** writes `TOMBSTONE` (one word: atomic with respect to a death), or `EMPTY` when
-//!   the next slot is empty, so that probe chains stay intact and do not grow for nothing.
+//! * **Remove** writes `TOMBSTONE` (one word: atomic with respect to a death), so that probe
+//!   chains stay intact; or, when the next slot is empty, `EMPTY`, and turns the tombstones
+//!   right before it empty too, so that chains do not grow for nothing.
 //! * `len` never exceeds the capacity the user asked for; an insert of a new key into a full
 //!   table is [`Full`] and changes nothing.
 
@@ -318,11 +319,24 @@ impl<'a> Table<'a> {
         self.read_value(i, out);
         let n = self.slot_count();
         let next_empty = self.slot((i + 1) % n)[0].load(Ordering::Relaxed) == EMPTY;
-        self.slot(i)[0].store(
-            if next_empty { EMPTY } else { TOMBSTONE },
-            Ordering::Relaxed,
-        );
-        let len = self.words.len.load(Ordering::Relaxed);
+        if next_empty {
+            // No probe chain goes on past an empty slot, so this slot and the tombstones
+            // right before it end no chain: they become empty (one word each, so a death in
+            // the middle leaves some tombstones, which are still correct).
+            self.slot(i)[0].store(EMPTY, Ordering::Relaxed);
+            let mut j = i;
+            for _ in 1..n {
+                j = (j + n - 1) % n;
+                let state = &self.slot(j)[0];
+                if state.load(Ordering::Relaxed) != TOMBSTONE {
+                    break;
+                }
+                state.store(EMPTY, Ordering::Relaxed);
+            }
+        } else {
+            self.slot(i)[0].store(TOMBSTONE, Ordering::Relaxed);
+        }
+        let len = self.checked_len();
         self.words
             .len
             .store(len.saturating_sub(1), Ordering::Relaxed);
@@ -596,9 +610,26 @@ mod tests {
         assert_eq!(t.insert(&[25], 1, &[], &mut [], &l), Ok(false), "reuses it");
         assert_eq!(slots[2 * 2 + 1].load(Ordering::Relaxed), 25);
         assert_eq!(t.len(&l), 3);
-        // Removing the end of a chain empties its slot.
+        // Removing the end of a chain empties its slot, and the tombstones right before it.
         assert!(t.remove(&[17], 1, &mut [], &l));
         assert_eq!(slots[3 * 2].load(Ordering::Relaxed), EMPTY);
+        assert!(t.remove(&[25], 1, &mut [], &l));
+        assert_eq!(
+            slots[2 * 2].load(Ordering::Relaxed),
+            EMPTY,
+            "slot 3 is empty"
+        );
+        assert!(t.insert(&[33], 1, &[], &mut [], &l).is_ok());
+        assert!(t.insert(&[41], 1, &[], &mut [], &l).is_ok());
+        assert!(t.remove(&[1], 1, &mut [], &l));
+        assert!(t.remove(&[33], 1, &mut [], &l));
+        assert_eq!(slots[2].load(Ordering::Relaxed), TOMBSTONE);
+        assert!(t.remove(&[41], 1, &mut [], &l));
+        let states: Vec<u64> = (0..8)
+            .map(|i| slots[i * 2].load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(states, [EMPTY; 8], "every tombstone cleared");
+        assert_eq!(t.len(&l), 0);
         assert_eq!(t.unlock(l), Ok(Wake::None));
     }
 
