@@ -44,7 +44,8 @@
 //! * **Robust when a process dies.** Holders and peers are named in shared memory by a tag of
 //!   their process. A wait watches the master's death board beside its own word, so a lock
 //!   whose holder died is taken over (and reported poisoned), a barrier a participant died at is
-//!   [`Error::Broken`], and claims of a dead process are released.
+//!   [`Error::Broken`], claims of a dead process are released, and the lock of a [`HashMap`] or
+//!   [`HashSet`] is taken over by the next operation, which finds every insert that completed.
 //! * **Leak-free.** A segment is a resource of the master: it is destroyed when its last user
 //!   lets go or dies, and after a crash.
 //!
