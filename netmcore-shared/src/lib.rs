@@ -1,7 +1,7 @@
 //! Data structures in shared memory for [netmcore](https://crates.io/crates/netmcore): locks,
-//! condition variables, semaphores, barriers, vectors, matrices and atomic counters that the
-//! processes of one netmcore run share, each in a POSIX shared memory *segment* of its own that
-//! the master registers like any other resource.
+//! condition variables, semaphores, barriers, vectors, matrices, hash maps and sets and atomic
+//! counters that the processes of one netmcore run share, each in a POSIX shared memory
+//! *segment* of its own that the master registers like any other resource.
 //!
 //! ```
 //! use netmcore_shared::{Mutex, SharedVec};
@@ -44,7 +44,8 @@
 //! * **Robust when a process dies.** Holders and peers are named in shared memory by a tag of
 //!   their process. A wait watches the master's death board beside its own word, so a lock
 //!   whose holder died is taken over (and reported poisoned), a barrier a participant died at is
-//!   [`Error::Broken`], and claims of a dead process are released.
+//!   [`Error::Broken`], claims of a dead process are released, and the lock of a [`HashMap`] or
+//!   [`HashSet`] is taken over by the next operation, which finds every insert that completed.
 //! * **Leak-free.** A segment is a resource of the master: it is destroyed when its last user
 //!   lets go or dies, and after a crash.
 //!
@@ -102,6 +103,11 @@ mod condvar;
     netmcore_loom,
     allow(dead_code, reason = "under loom only the models run, not the OS layer")
 )]
+mod map;
+#[cfg_attr(
+    netmcore_loom,
+    allow(dead_code, reason = "under loom only the models run, not the OS layer")
+)]
 mod mutex;
 #[cfg_attr(
     any(not(test), netmcore_loom),
@@ -140,6 +146,8 @@ pub use barrier::Barrier;
 pub use condvar::Condvar;
 pub use error::{Error, Result};
 pub use handle::Handle;
+#[cfg(not(netmcore_loom))]
+pub use map::{HashMap, HashSet};
 #[cfg(not(netmcore_loom))]
 pub use mutex::{Mutex, MutexGuard};
 pub use plain::Plain;

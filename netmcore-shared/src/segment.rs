@@ -67,6 +67,26 @@ pub(crate) const CLAIM_SLOT: usize = 24;
 /// The number of claim slots of a vector or matrix: at most this many claims are live at
 /// once (more is `Error::Full`).
 pub(crate) const CLAIM_SLOTS: usize = 64;
+/// Bytes of a hash table's words (`MapWords`: lock and length).
+pub(crate) const MAP_WORDS: usize = 8;
+
+/// The slots of a hash table for `capacity` keys: twice the capacity rounded up to a power of
+/// two, at least 8, so that probe chains stay short; `None` beyond `u32::MAX` keys (the length
+/// word is 32 bits) or on overflow.
+pub(crate) fn map_slots(capacity: usize) -> Option<usize> {
+    u32::try_from(capacity).ok()?;
+    Some(capacity.checked_mul(2)?.checked_next_power_of_two()?.max(8))
+}
+
+/// The entry of a hash table of keys `key` and values `value`: a state word, then the key's
+/// bytes and the value's, each zero-padded to whole 64-bit words.
+pub(crate) fn map_entry(key: Element, value: Element) -> Option<Element> {
+    let words = 1 + key.size.div_ceil(8) + value.size.div_ceil(8);
+    Some(Element {
+        size: words.checked_mul(8)?,
+        align: 8,
+    })
+}
 
 /// The size and alignment of an element type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,10 +269,30 @@ impl Layout {
         )
     }
 
+    /// A `HashMap<K, V>` for `capacity` keys: its words, then [`map_slots`] entries of 64-bit
+    /// words (a state word, the key's bytes and the value's, each zero-padded to whole words).
+    /// The layout's element is the entry ([`map_entry`]), so that the header records its size.
+    pub(crate) fn hash_map(key: Element, value: Element, capacity: usize) -> Option<Layout> {
+        Layout::hash_table(Kind::HashMap, map_entry(key, value)?, capacity)
+    }
+
+    /// A `HashSet<K>` for `capacity` keys: a hash map without values.
+    pub(crate) fn hash_set(key: Element, capacity: usize) -> Option<Layout> {
+        Layout::hash_table(Kind::HashSet, map_entry(key, Element::NONE)?, capacity)
+    }
+
+    /// The layout of both hash tables, of entries `entry` (whole 64-bit words, at least one).
+    fn hash_table(kind: Kind, entry: Element, capacity: usize) -> Option<Layout> {
+        if entry.size == 0 || !entry.size.is_multiple_of(8) || entry.align != 8 {
+            return None;
+        }
+        let payload_len = map_slots(capacity)?.checked_mul(entry.size)?;
+        build(kind, entry, capacity, 0, MAP_WORDS, (0, 0, 4), payload_len)
+    }
+
     /// The layout of `kind` for `element` with the counts a header records, if it has one.
     ///
-    /// The kinds whose layouts are not defined yet (maps, channels, pipes, archives) have
-    /// none.
+    /// The kinds whose layouts are not defined yet (channels, pipes, archives) have none.
     pub(crate) fn of(kind: Kind, element: Element, count: u64, columns: u64) -> Option<Layout> {
         let count_usize = usize::try_from(count).ok()?;
         let columns_usize = usize::try_from(columns).ok()?;
@@ -264,6 +304,9 @@ impl Layout {
             Kind::Vec if columns == 0 => Layout::vec(element, count_usize),
             Kind::Matrix => Layout::matrix(element, count_usize, columns_usize),
             Kind::Atomics if columns == 0 => Layout::atomics(count_usize),
+            Kind::HashMap | Kind::HashSet if columns == 0 => {
+                Layout::hash_table(kind, element, count_usize)
+            }
             _ => None,
         }
     }
@@ -728,6 +771,21 @@ mod tests {
     }
 
     #[test]
+    fn hash_tables_have_twice_their_capacity_of_slots() {
+        assert_eq!(map_slots(0), Some(8));
+        assert_eq!(map_slots(5), Some(16));
+        assert_eq!(map_slots(8), Some(16));
+        assert_eq!(map_slots(u32::MAX as usize + 1), None);
+        let m = Layout::hash_map(Element::of::<u32>(), Element::of::<[u8; 9]>(), 5).expect("small");
+        // 16 slots of a state word, one key word and two value words.
+        assert_eq!((m.words, m.payload, m.payload_len), (128, 136, 16 * 4 * 8));
+        assert_eq!((m.count, m.columns, m.element.size), (5, 0, 32));
+        let s = Layout::hash_set(Element::of::<u64>(), 3).expect("small");
+        assert_eq!(s.payload_len, 8 * 2 * 8);
+        assert_eq!(Layout::hash_set(Element::of::<u8>(), usize::MAX), None);
+    }
+
+    #[test]
     fn overflowing_sizes_have_no_layout() {
         assert_eq!(Layout::vec(Element::of::<u64>(), usize::MAX / 4), None);
         assert_eq!(Layout::vec(Element::of::<u8>(), usize::MAX - 100), None);
@@ -751,6 +809,8 @@ mod tests {
             Layout::vec(Element::of::<u64>(), 1000).expect("small"),
             Layout::matrix(Element::of::<f32>(), 7, 9).expect("small"),
             Layout::atomics(3).expect("small"),
+            Layout::hash_map(Element::of::<u64>(), Element::of::<[u8; 3]>(), 10).expect("small"),
+            Layout::hash_set(Element::of::<[u32; 3]>(), 0).expect("small"),
         ];
         for layout in cases {
             let header = Header::new(layout.kind, 42, layout.sizes());

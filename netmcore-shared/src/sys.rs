@@ -211,9 +211,12 @@ mod words {
     use crate::barrier::state::BarrierWords;
     use crate::claims::state::{ClaimSlot, ClaimsWords};
     use crate::condvar::state::CondvarWords;
+    use crate::map::state::MapWords;
     use crate::mutex::state::MutexWords;
 
-    use crate::segment::{BARRIER_WORDS, CLAIM_SLOT, CLAIMS_WORDS, CONDVAR_WORDS, MUTEX_WORDS};
+    use crate::segment::{
+        BARRIER_WORDS, CLAIM_SLOT, CLAIMS_WORDS, CONDVAR_WORDS, MAP_WORDS, MUTEX_WORDS,
+    };
 
     // No padding: each size is the sum of the sizes of the fields. The segment layouts use
     // the same sizes.
@@ -223,6 +226,7 @@ mod words {
     const _: () = assert!(size_of::<ClaimsWords>() == 8 && CLAIMS_WORDS == 8);
     const _: () = assert!(size_of::<ClaimSlot>() == 24 && CLAIM_SLOT == 24);
     const _: () = assert!(align_of::<ClaimSlot>() == 8);
+    const _: () = assert!(size_of::<MapWords>() == 8 && MAP_WORDS == 8);
 
     // SAFETY: `#[repr(C)]` of two `AtomicU32`, no padding (asserted above).
     unsafe impl SharedWords for MutexWords {}
@@ -235,6 +239,8 @@ mod words {
     // SAFETY: `#[repr(C)]` of two `AtomicU32` then two `AtomicU64`: 4 + 4 + 8 + 8 = 24 bytes,
     // no padding (asserted above).
     unsafe impl SharedWords for ClaimSlot {}
+    // SAFETY: `#[repr(C)]` of two `AtomicU32`, no padding (asserted above).
+    unsafe impl SharedWords for MapWords {}
 }
 
 /// Memory that stays mapped while it is borrowed: an owned [`Mapping`] (unmapped only when it
