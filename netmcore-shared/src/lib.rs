@@ -104,6 +104,11 @@ mod condvar;
 )]
 mod mutex;
 #[cfg_attr(
+    netmcore_loom,
+    allow(dead_code, reason = "under loom only the models run, not the OS layer")
+)]
+mod pipe;
+#[cfg_attr(
     any(not(test), netmcore_loom),
     allow(
         dead_code,
@@ -142,6 +147,8 @@ pub use error::{Error, Result};
 pub use handle::Handle;
 #[cfg(not(netmcore_loom))]
 pub use mutex::{Mutex, MutexGuard};
+#[cfg(not(netmcore_loom))]
+pub use pipe::{PipeReader, PipeWriter, pipe};
 pub use plain::Plain;
 #[cfg(not(netmcore_loom))]
 pub use semaphore::Semaphore;
