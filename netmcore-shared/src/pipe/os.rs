@@ -142,7 +142,6 @@ struct Pipe {
 impl Pipe {
     /// Opens the end `end` given away as `handle`.
     fn open<S: 'static>(handle: Handle<S>, end: End) -> Result<Pipe> {
-        sweep();
         if !handle.is_of_its_type() {
             return Err(Error::WrongType {
                 expected: format!("a handle of {}", std::any::type_name::<S>()),
@@ -159,13 +158,15 @@ impl Pipe {
                 segment.mapping().len()
             )));
         }
-        match state(&segment, &layout).open(end, me, &Watch::new()) {
+        let opened = state(&segment, &layout).open(end, me, &Watch::new());
+        // The holds of ends this process gave away and someone opened (this call, say) can go
+        // now that the segment is mapped here.
+        sweep();
+        match opened {
             Ok(()) => {}
             Err(Refused::Busy) => return Err(Error::Busy),
             Err(Refused::Gone) => return Err(Error::Disconnected),
         }
-        // The giver's hold, if it is this process, can go now.
-        sweep();
         Ok(Pipe {
             segment,
             layout,

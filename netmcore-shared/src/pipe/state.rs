@@ -17,11 +17,12 @@
 //!
 //! The reader sleeps while the ring is empty on `data_seq`, the writer while it is full on
 //! `space_seq`. A side about to sleep reads the sequence word, raises its `*_sleeping` flag
-//! (`SeqCst`), and checks its condition again (`SeqCst`); the other side changes the counters
-//! (`SeqCst`) and then swaps the sleeper's flag to 0: if it was raised, it bumps the sequence
-//! word and asks for a wake. In the single total order either the sleeper's re-check sees the
-//! change, or the notifier sees the flag and the sequence moves under the sleeper's `expected`:
-//! no wakeup is lost. A flag that is already down costs the notifier no syscall.
+//! and checks its condition again, with a `SeqCst` fence between the two; the other side
+//! changes the counters or its end and then, after a `SeqCst` fence, swaps the sleeper's flag
+//! to 0: if it was raised, it bumps the sequence word and asks for a wake. By the fences,
+//! either the sleeper's re-check sees the change, or the notifier sees the flag and the
+//! sequence moves under the sleeper's `expected`: no wakeup is lost. A flag that is already
+//! down costs the notifier no syscall.
 //!
 //! # Ends
 //!
@@ -41,7 +42,7 @@
 //! `BROKEN` or dead. A death wakes sleepers through the death board's epoch.
 
 use crate::protocol::{BadState, Peers, TAG_MASK, Wake};
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 /// The state bits of an end word.
 const STATE: u32 = !TAG_MASK;
@@ -278,6 +279,8 @@ impl<'a> PipeState<'a> {
         }
         if announce {
             self.words.reader_sleeping.store(1, Ordering::SeqCst);
+            // Pairs with the fence of `notify`: this re-check or that swap sees the other.
+            fence(Ordering::SeqCst);
             if let Some(step) = self.read_ready(peers)? {
                 return Ok(step);
             }
@@ -322,6 +325,8 @@ impl<'a> PipeState<'a> {
         }
         if announce {
             self.words.writer_sleeping.store(1, Ordering::SeqCst);
+            // Pairs with the fence of `notify`: this re-check or that swap sees the other.
+            fence(Ordering::SeqCst);
             if let Some(step) = self.write_ready(peers)? {
                 return Ok(step);
             }
@@ -412,6 +417,8 @@ impl<'a> PipeState<'a> {
 
 /// Lowers `flag` and, if the other side had raised it, moves `seq` and asks for a wake on it.
 fn notify(flag: &AtomicU32, seq: &AtomicU32) -> Wake {
+    // Pairs with the fence after a sleeper raises its flag (a store, then a load on each side).
+    fence(Ordering::SeqCst);
     if flag.swap(0, Ordering::SeqCst) != 0 {
         seq.fetch_add(1, Ordering::SeqCst);
         Wake::One
