@@ -17,12 +17,13 @@
 //!
 //! The reader sleeps while the ring is empty on `data_seq`, the writer while it is full on
 //! `space_seq`. A side about to sleep reads the sequence word, raises its `*_sleeping` flag
-//! and checks its condition again, with a `SeqCst` fence between the two; the other side
-//! changes the counters or its end and then, after a `SeqCst` fence, swaps the sleeper's flag
-//! to 0: if it was raised, it bumps the sequence word and asks for a wake. By the fences,
-//! either the sleeper's re-check sees the change, or the notifier sees the flag and the
-//! sequence moves under the sleeper's `expected`: no wakeup is lost. A flag that is already
-//! down costs the notifier no syscall.
+//! with a swap and checks its condition again; the other side changes the counters or its
+//! end and then swaps the sleeper's flag to 0: if it was raised, it bumps the sequence word
+//! and asks for a wake. Both are read-modify-writes of one word, so the later reads the
+//! earlier: if the sleeper's swap comes second it synchronizes with the notifier's and its
+//! re-check sees the change; if the notifier's comes second it sees the flag, and the sequence
+//! moves under the sleeper's `expected`. No wakeup is lost, and no store-then-load on two
+//! words is relied on. A flag that is already down costs the notifier no syscall.
 //!
 //! # Ends
 //!
@@ -42,7 +43,7 @@
 //! `BROKEN` or dead. A death wakes sleepers through the death board's epoch.
 
 use crate::protocol::{BadState, Peers, TAG_MASK, Wake};
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The state bits of an end word.
 const STATE: u32 = !TAG_MASK;
@@ -278,9 +279,9 @@ impl<'a> PipeState<'a> {
             return Ok(step);
         }
         if announce {
-            self.words.reader_sleeping.store(1, Ordering::SeqCst);
-            // Pairs with the fence of `notify`: this re-check or that swap sees the other.
-            fence(Ordering::SeqCst);
+            // A swap, as the notifier's: of two RMWs on one word, the later reads the
+            // earlier, so this re-check sees the change or the notifier sees the flag.
+            let _ = self.words.reader_sleeping.swap(1, Ordering::SeqCst);
             if let Some(step) = self.read_ready(peers)? {
                 return Ok(step);
             }
@@ -324,9 +325,9 @@ impl<'a> PipeState<'a> {
             return Ok(step);
         }
         if announce {
-            self.words.writer_sleeping.store(1, Ordering::SeqCst);
-            // Pairs with the fence of `notify`: this re-check or that swap sees the other.
-            fence(Ordering::SeqCst);
+            // A swap, as the notifier's: of two RMWs on one word, the later reads the
+            // earlier, so this re-check sees the change or the notifier sees the flag.
+            let _ = self.words.writer_sleeping.swap(1, Ordering::SeqCst);
             if let Some(step) = self.write_ready(peers)? {
                 return Ok(step);
             }
@@ -417,8 +418,6 @@ impl<'a> PipeState<'a> {
 
 /// Lowers `flag` and, if the other side had raised it, moves `seq` and asks for a wake on it.
 fn notify(flag: &AtomicU32, seq: &AtomicU32) -> Wake {
-    // Pairs with the fence after a sleeper raises its flag (a store, then a load on each side).
-    fence(Ordering::SeqCst);
     if flag.swap(0, Ordering::SeqCst) != 0 {
         seq.fetch_add(1, Ordering::SeqCst);
         Wake::One
