@@ -1,7 +1,7 @@
 //! Data structures in shared memory for [netmcore](https://crates.io/crates/netmcore): locks,
-//! condition variables, semaphores, barriers, vectors, matrices and atomic counters that the
-//! processes of one netmcore run share, each in a POSIX shared memory *segment* of its own that
-//! the master registers like any other resource.
+//! condition variables, semaphores, barriers, vectors, matrices, atomic counters and byte
+//! pipes that the processes of one netmcore run share, each in a POSIX shared memory *segment*
+//! of its own that the master registers like any other resource.
 //!
 //! ```
 //! use netmcore_shared::{Mutex, SharedVec};
@@ -44,7 +44,8 @@
 //! * **Robust when a process dies.** Holders and peers are named in shared memory by a tag of
 //!   their process. A wait watches the master's death board beside its own word, so a lock
 //!   whose holder died is taken over (and reported poisoned), a barrier a participant died at is
-//!   [`Error::Broken`], and claims of a dead process are released.
+//!   [`Error::Broken`], claims of a dead process are released, and a pipe whose writer died
+//!   without closing it is a broken pipe after its data, never a clean end-of-file.
 //! * **Leak-free.** A segment is a resource of the master: it is destroyed when its last user
 //!   lets go or dies, and after a crash.
 //!
