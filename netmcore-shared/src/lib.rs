@@ -1,7 +1,7 @@
 //! Data structures in shared memory for [netmcore](https://crates.io/crates/netmcore): locks,
-//! condition variables, semaphores, barriers, vectors, matrices, hash maps and sets and atomic
-//! counters that the processes of one netmcore run share, each in a POSIX shared memory
-//! *segment* of its own that the master registers like any other resource.
+//! condition variables, semaphores, barriers, vectors, matrices, hash maps and sets, atomic
+//! counters and byte pipes that the processes of one netmcore run share, each in a POSIX shared
+//! memory *segment* of its own that the master registers like any other resource.
 //!
 //! ```
 //! use netmcore_shared::{Mutex, SharedVec};
@@ -45,7 +45,8 @@
 //!   their process. A wait watches the master's death board beside its own word, so a lock
 //!   whose holder died is taken over (and reported poisoned), a barrier a participant died at is
 //!   [`Error::Broken`], claims of a dead process are released, and the lock of a [`HashMap`] or
-//!   [`HashSet`] is taken over by the next operation, which finds every insert that completed.
+//!   [`HashSet`] is taken over by the next operation, which finds every insert that completed; a pipe whose writer died
+//!   without closing it is a broken pipe after its data, never a clean end-of-file.
 //! * **Leak-free.** A segment is a resource of the master: it is destroyed when its last user
 //!   lets go or dies, and after a crash.
 //!
@@ -110,6 +111,11 @@ mod map;
 )]
 mod mutex;
 #[cfg_attr(
+    netmcore_loom,
+    allow(dead_code, reason = "under loom only the models run, not the OS layer")
+)]
+mod pipe;
+#[cfg_attr(
     any(not(test), netmcore_loom),
     allow(
         dead_code,
@@ -150,6 +156,8 @@ pub use handle::Handle;
 pub use map::{HashMap, HashSet};
 #[cfg(not(netmcore_loom))]
 pub use mutex::{Mutex, MutexGuard};
+#[cfg(not(netmcore_loom))]
+pub use pipe::{PipeReader, PipeWriter, pipe};
 pub use plain::Plain;
 #[cfg(not(netmcore_loom))]
 pub use semaphore::Semaphore;

@@ -64,6 +64,9 @@ pub(crate) const OPENER_SLOT: usize = 4;
 pub(crate) const CLAIMS_WORDS: usize = 8;
 /// Bytes of one claim slot (`ClaimSlot`), which is 8-aligned.
 pub(crate) const CLAIM_SLOT: usize = 24;
+/// Bytes of a pipe's words (`PipeWords`: three cache lines: the reader's, the writer's, the
+/// ends).
+pub(crate) const PIPE_WORDS: usize = 192;
 /// The number of claim slots of a vector or matrix: at most this many claims are live at
 /// once (more is `Error::Full`).
 pub(crate) const CLAIM_SLOTS: usize = 64;
@@ -290,9 +293,27 @@ impl Layout {
         build(kind, entry, capacity, 0, MAP_WORDS, (0, 0, 4), payload_len)
     }
 
+    /// A pipe of `capacity` bytes (at least 1): its words, 64-aligned (the header's length is a
+    /// multiple of 64), then the ring.
+    pub(crate) fn pipe(capacity: usize) -> Option<Layout> {
+        if capacity == 0 {
+            return None;
+        }
+        const _: () = assert!(HEADER_LEN.is_multiple_of(64));
+        build(
+            Kind::Pipe,
+            Element::of::<u8>(),
+            capacity,
+            0,
+            PIPE_WORDS,
+            (0, 0, 64),
+            capacity,
+        )
+    }
+
     /// The layout of `kind` for `element` with the counts a header records, if it has one.
     ///
-    /// The kinds whose layouts are not defined yet (channels, pipes, archives) have none.
+    /// The kinds whose layouts are not defined yet (channels, archives) have none.
     pub(crate) fn of(kind: Kind, element: Element, count: u64, columns: u64) -> Option<Layout> {
         let count_usize = usize::try_from(count).ok()?;
         let columns_usize = usize::try_from(columns).ok()?;
@@ -306,6 +327,9 @@ impl Layout {
             Kind::Atomics if columns == 0 => Layout::atomics(count_usize),
             Kind::HashMap | Kind::HashSet if columns == 0 => {
                 Layout::hash_table(kind, element, count_usize)
+            }
+            Kind::Pipe if columns == 0 && element == Element::of::<u8>() => {
+                Layout::pipe(count_usize)
             }
             _ => None,
         }
@@ -726,6 +750,9 @@ mod tests {
         assert_eq!((b.table, b.table_entries, b.total), (136, 14, 136 + 56));
         let a = Layout::atomics(4).expect("small");
         assert_eq!((a.payload, a.payload_len, a.total), (128, 32, 160));
+        let p = Layout::pipe(1000).expect("small");
+        assert_eq!((p.words, p.payload, p.total), (128, 320, 1320));
+        assert_eq!(Layout::pipe(0), None);
     }
 
     /// A segment is as long as its layout, which need not be a multiple of 8: only the
@@ -811,6 +838,7 @@ mod tests {
             Layout::atomics(3).expect("small"),
             Layout::hash_map(Element::of::<u64>(), Element::of::<[u8; 3]>(), 10).expect("small"),
             Layout::hash_set(Element::of::<[u32; 3]>(), 0).expect("small"),
+            Layout::pipe(7).expect("small"),
         ];
         for layout in cases {
             let header = Header::new(layout.kind, 42, layout.sizes());

@@ -213,9 +213,10 @@ mod words {
     use crate::condvar::state::CondvarWords;
     use crate::map::state::MapWords;
     use crate::mutex::state::MutexWords;
+    use crate::pipe::state::PipeWords;
 
     use crate::segment::{
-        BARRIER_WORDS, CLAIM_SLOT, CLAIMS_WORDS, CONDVAR_WORDS, MAP_WORDS, MUTEX_WORDS,
+        BARRIER_WORDS, CLAIM_SLOT, CLAIMS_WORDS, CONDVAR_WORDS, MAP_WORDS, MUTEX_WORDS, PIPE_WORDS,
     };
 
     // No padding: each size is the sum of the sizes of the fields. The segment layouts use
@@ -227,6 +228,8 @@ mod words {
     const _: () = assert!(size_of::<ClaimSlot>() == 24 && CLAIM_SLOT == 24);
     const _: () = assert!(align_of::<ClaimSlot>() == 8);
     const _: () = assert!(size_of::<MapWords>() == 8 && MAP_WORDS == 8);
+    const _: () = assert!(size_of::<PipeWords>() == 192 && PIPE_WORDS == 192);
+    const _: () = assert!(align_of::<PipeWords>() == 64);
 
     // SAFETY: `#[repr(C)]` of two `AtomicU32`, no padding (asserted above).
     unsafe impl SharedWords for MutexWords {}
@@ -241,6 +244,10 @@ mod words {
     unsafe impl SharedWords for ClaimSlot {}
     // SAFETY: `#[repr(C)]` of two `AtomicU32`, no padding (asserted above).
     unsafe impl SharedWords for MapWords {}
+    // SAFETY: `#[repr(C, align(64))]` of three lines of atomics: an `AtomicU64`, two
+    // `AtomicU32` and six `AtomicU64` (64 bytes), twice, then two `AtomicU32` and seven
+    // `AtomicU64` (64 bytes): 192 bytes, no padding (asserted above).
+    unsafe impl SharedWords for PipeWords {}
 }
 
 /// Memory that stays mapped while it is borrowed: an owned [`Mapping`] (unmapped only when it
@@ -441,6 +448,52 @@ pub(crate) fn frozen_slice<T: Plain, M: Mapped>(
     // before the flag was set (with Release, read here after an Acquire), and no claim is
     // taken afterwards, so no one writes these bytes while the slice lives.
     unsafe { plain_slice_at::<T, M>(memory, offset, count) }
+}
+
+/// The bytes of a pipe's ring that its reader may read: `len` bytes at byte `offset` of
+/// `memory`, shared, or `None` if they do not fit.
+///
+/// `readable` is the proof, consumed here so that one step gives one slice: only
+/// `crate::pipe` makes one, for bytes between the head and the tail that the protocol's step
+/// just read, in the process that owns the reader end (the only one that moves the head); the
+/// `PipeReader` that owns the slice frees the bytes (moves the head) only when it is gone.
+pub(crate) fn readable_bytes<M: Mapped>(
+    memory: &M,
+    offset: usize,
+    len: usize,
+    readable: crate::pipe::Readable,
+) -> Option<&[u8]> {
+    let crate::pipe::Readable { .. } = readable;
+    // SAFETY: the bytes lie between the head and the tail of the ring (the contract of
+    // `Readable`): the writer wrote them before it published the tail and touches them again
+    // only after the reader moved the head past them, which the owner of the slice does only
+    // once the slice is gone; so no one writes them while it lives.
+    unsafe { plain_slice_at::<u8, M>(memory, offset, len) }
+}
+
+/// The bytes of a pipe's ring that its writer may write: `len` bytes at byte `offset` of
+/// `memory`, exclusively, or `None` if they do not fit.
+///
+/// `writable` is the proof, consumed here so that one step gives one slice: only
+/// `crate::pipe` makes one, for free bytes between the tail and the head plus the capacity
+/// that the protocol's step just read, in the process that owns the writer end (the only one
+/// that moves the tail); the slice is gone before the tail is published.
+#[expect(
+    clippy::mut_from_ref,
+    reason = "shared memory: exclusivity comes from the head and tail protocol"
+)]
+pub(crate) fn writable_bytes<M: Mapped>(
+    memory: &M,
+    offset: usize,
+    len: usize,
+    writable: crate::pipe::Writable,
+) -> Option<&mut [u8]> {
+    let crate::pipe::Writable { .. } = writable;
+    // SAFETY: the bytes are free (the contract of `Writable`): the reader read them, if ever,
+    // before it moved the head past them, and reads them again only after the writer
+    // published a tail past them, which it does only once the slice is gone; so no one else
+    // reads or writes them while it lives.
+    unsafe { plain_slice_mut_at::<u8, M>(memory, offset, len) }
 }
 
 #[cfg(all(test, not(netmcore_loom)))]
