@@ -59,3 +59,10 @@ fn matmul_computes_the_sequential_product_in_every_band_count() {
         "{out}"
     );
 }
+
+#[test]
+fn pipeline_streams_1_mib_and_the_checksums_match() {
+    let out = run_example("pipeline", &["1048576"]);
+    assert!(out.contains("pipeline: 1048576 bytes in"), "{out}");
+    assert!(out.contains("the checksums match"), "{out}");
+}
