@@ -10,12 +10,13 @@
 //! ([`startup_once`] is that run's body).
 
 use std::hint::black_box;
+use std::io::{Read as _, Write as _};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail, ensure};
 use netmcore::process::{self, ProcessType};
-use netmcore::shared::{Handle, Mutex};
+use netmcore::shared::{Handle, Mutex, PipeReader, PipeWriter, pipe};
 use netmcore::{Config, Inherit, ResId, ResourceRepr, SharedMemory};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -481,4 +482,104 @@ pub fn mutex_incr(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
 fn monotonic_nanos() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
+}
+
+/// The ring of `pipe_mb_s`, and the size of its writes and reads: 64 KiB.
+const PIPE_CHUNK: usize = 64 << 10;
+
+/// A word stamped at both ends of the `i`th chunk of `pipe_mb_s`, so that the reader can tell
+/// a chunk lost, doubled or out of order cheaply.
+fn pipe_stamp(i: u64) -> [u8; 8] {
+    (i ^ 0x5a5a_5a5a_5a5a_5a5a).to_le_bytes()
+}
+
+/// `pipe_mb_s`: the measuring process creates `pipe(64 KiB)` and moves its ends by handle to
+/// a writer worker, which writes `batch` chunks of 64 KiB, and a reader worker, which reads
+/// them in chunks of 64 KiB (`read_exact`: copied out of the ring), checks the stamp at both
+/// ends of each chunk and then the end of the stream. MB/s over the transfer, from the moment
+/// both ends are open (the later of the two) until the reader has the end of the stream.
+/// Before that moment the writer may have filled the ring once: 64 KiB of the count.
+pub fn pipe_mb_s(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let writer = process::def_process(
+        |(handle, chunks): (Handle<PipeWriter>, u64)| -> Result<u64, String> {
+            let run = || -> anyhow::Result<u64> {
+                let mut writer = PipeWriter::open(handle).context("open the writer")?;
+                let ready = monotonic_nanos();
+                let mut chunk = vec![0xa5u8; PIPE_CHUNK];
+                for i in 0..chunks {
+                    let stamp = pipe_stamp(i);
+                    chunk[..8].copy_from_slice(&stamp);
+                    chunk[PIPE_CHUNK - 8..].copy_from_slice(&stamp);
+                    writer.write_all(&chunk).context("write")?;
+                }
+                Ok(ready)
+            };
+            run().map_err(|e| format!("{e:#}"))
+        },
+    )?;
+    let reader = process::def_process(
+        |(handle, chunks): (Handle<PipeReader>, u64)| -> Result<(u64, u64), String> {
+            let run = || -> anyhow::Result<(u64, u64)> {
+                let mut reader = PipeReader::open(handle).context("open the reader")?;
+                let ready = monotonic_nanos();
+                let mut chunk = vec![0u8; PIPE_CHUNK];
+                for i in 0..chunks {
+                    reader
+                        .read_exact(&mut chunk)
+                        .with_context(|| format!("read chunk {i}"))?;
+                    let stamp = pipe_stamp(i);
+                    ensure!(
+                        chunk[..8] == stamp && chunk[PIPE_CHUNK - 8..] == stamp,
+                        "chunk {i} is not the {i}th chunk written"
+                    );
+                }
+                let extra = reader.read(&mut chunk).context("read the end")?;
+                ensure!(
+                    extra == 0,
+                    "more than {chunks} chunks came ({extra} bytes more)"
+                );
+                Ok((ready, monotonic_nanos()))
+            };
+            run().map_err(|e| format!("{e:#}"))
+        },
+    )?;
+    let measure = process::def_process(move |plan: Plan| {
+        let once = || -> anyhow::Result<f64> {
+            let chunks = plan.batch as u64;
+            let (w, r) = pipe(PIPE_CHUNK).context("pipe")?;
+            let reading = reader.start(&(r.into_handle(), chunks))?;
+            let writing = writer.start(&(w.into_handle(), chunks))?;
+            let writer_ready = writer
+                .join(writing)
+                .context("join the writer")?
+                .context("the writer ended without a result")?
+                .map_err(|e| anyhow::anyhow!("the writer: {e}"))?;
+            let (reader_ready, end) = reader
+                .join(reading)
+                .context("join the reader")?
+                .context("the reader ended without a result")?
+                .map_err(|e| anyhow::anyhow!("the reader: {e}"))?;
+            let start = writer_ready.max(reader_ready);
+            ensure!(end > start, "no time passed");
+            let bytes = chunks as f64 * PIPE_CHUNK as f64;
+            Ok(bytes / 1e6 / ((end - start) as f64 / 1e9))
+        };
+        let run = || -> anyhow::Result<Vec<f64>> {
+            for _ in 0..plan.warmup {
+                once()?;
+            }
+            (0..plan.reps).map(|_| once()).collect()
+        };
+        report(run())
+    })?;
+    let plan = Plan {
+        reps: setting.reps,
+        // 16 MiB with --quick, 256 MiB otherwise.
+        batch: setting.pick(Scale {
+            quick: (16 << 20) / PIPE_CHUNK,
+            full: (256 << 20) / PIPE_CHUNK,
+        }),
+        warmup: 1,
+    };
+    Ok(named("pipe_mb_s", under_master(&measure, &plan)?))
 }

@@ -123,7 +123,7 @@ pub struct Job {
 }
 
 /// The measurements, in the order of the run (the floors first).
-pub const JOBS: [Job; 12] = [
+pub const JOBS: [Job; 13] = [
     Job {
         name: "floor_fork",
         figures: &["floor_fork_wait_us"],
@@ -183,6 +183,11 @@ pub const JOBS: [Job; 12] = [
         name: "mutex_incr",
         figures: &["mutex_incr_per_s"],
         run: figures::mutex_incr,
+    },
+    Job {
+        name: "pipe",
+        figures: &["pipe_mb_s"],
+        run: figures::pipe_mb_s,
     },
 ];
 

@@ -28,7 +28,7 @@ pub struct Figure {
 }
 
 /// Every figure, in the order of the output.
-pub const FIGURES: [Figure; 16] = [
+pub const FIGURES: [Figure; 17] = [
     figure("cores", "count", Role::Extra),
     figure("floor_fork_wait_us", "us", Role::Floor),
     figure("floor_socket_rtt_us", "us", Role::Floor),
@@ -44,6 +44,7 @@ pub const FIGURES: [Figure; 16] = [
     figure("shm_pass_mb_s", "MB/s", Role::Judged),
     figure("startup_shutdown_ms", "ms", Role::Judged),
     figure("mutex_incr_per_s", "incr/s", Role::Judged),
+    figure("pipe_mb_s", "MB/s", Role::Judged),
     figure("startup_shutdown_inproc_ms", "ms", Role::Extra),
 ];
 
@@ -102,7 +103,7 @@ pub struct Target {
 }
 
 /// The targets, in the order of the output.
-pub const TARGETS: [Target; 8] = [
+pub const TARGETS: [Target; 9] = [
     Target {
         ratio: "spawn_join_vs_fork",
         figure: "spawn_join_us",
@@ -161,6 +162,13 @@ pub const TARGETS: [Target; 8] = [
         against: "floor_mutex_incr_per_s",
         bound: Bound::AtLeast(0.5),
         compute: |m| Some(m.get("mutex_incr_per_s")? / m.get("floor_mutex_incr_per_s")?),
+    },
+    Target {
+        ratio: "pipe_vs_memcpy",
+        figure: "pipe_mb_s",
+        against: "floor_memcpy_gb_s x 1000",
+        bound: Bound::AtLeast(0.4),
+        compute: |m| Some(m.get("pipe_mb_s")? / (m.get("floor_memcpy_gb_s")? * 1000.0)),
     },
 ];
 
@@ -466,6 +474,7 @@ mod tests {
             ("startup_shutdown_ms", 2.0),
             ("floor_mutex_incr_per_s", 14e6),
             ("mutex_incr_per_s", 6e6),
+            ("pipe_mb_s", 3000.0),
         ] {
             medians.insert(name, value);
         }
@@ -484,6 +493,8 @@ mod tests {
         assert!(!by_name("arg_64mib_vs_target").met());
         assert!((by_name("shm_pass_vs_memcpy").value - 0.9).abs() < 1e-9);
         assert!(!by_name("mutex_vs_pthread").met());
+        assert!((by_name("pipe_vs_memcpy").value - 0.3).abs() < 1e-9);
+        assert!(!by_name("pipe_vs_memcpy").met());
         let json = json(
             &medians,
             &ratios,
