@@ -44,6 +44,13 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// rkyv could not serialize a value into an [`Archive`](crate::Archive), e.g. an offset
+    /// beyond its 32-bit relative pointers.
+    #[error("cannot archive the value: {what}")]
+    Unarchivable {
+        /// rkyv's error.
+        what: String,
+    },
     /// No room left: a full channel, table or map, or every slot of a fixed table taken.
     #[error("full")]
     Full,

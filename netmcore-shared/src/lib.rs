@@ -1,7 +1,8 @@
 //! Data structures in shared memory for [netmcore](https://crates.io/crates/netmcore): locks,
 //! condition variables, semaphores, barriers, vectors, matrices, hash maps and sets, atomic
-//! counters and byte pipes that the processes of one netmcore run share, each in a POSIX shared
-//! memory *segment* of its own that the master registers like any other resource.
+//! counters, byte pipes and write-once archives that the processes of one netmcore run share,
+//! each in a POSIX shared memory *segment* of its own that the master registers like any other
+//! resource.
 //!
 //! ```
 //! use netmcore_shared::{Mutex, SharedVec};
@@ -32,7 +33,9 @@
 //! heap, array, matrix, hashtbl, queue, buffer, mutex, sem, condition, camlboxes):
 //!
 //! * **Typed.** Element types are [`Plain`]: zerocopy's `FromBytes + IntoBytes + KnownLayout +
-//!   Immutable`, so no pointer ever lands in shared memory and any bytes are a valid value.
+//!   Immutable`, so no pointer ever lands in shared memory and any bytes are a valid value. An
+//!   [`Archive`] holds any value rkyv can archive instead, written once and read in place,
+//!   its bytes validated with bytecheck when it is opened.
 //! * **Position independent.** Contents are addressed by offsets, never pointers, so any process
 //!   maps a segment at any address: a structure created by a worker can be opened by a sibling
 //!   that was not forked after it, through a [`Handle`] passed in an argument or a message.
@@ -55,6 +58,8 @@
 //! wrappers in one private `sys` module, the only place with `unsafe` code.
 #![deny(unsafe_code)]
 
+#[cfg(not(netmcore_loom))]
+mod archive;
 #[cfg(not(netmcore_loom))]
 mod atomics;
 mod error;
@@ -144,6 +149,7 @@ mod testing;
 mod wait;
 
 #[cfg(not(netmcore_loom))]
+pub use archive::Archive;
 #[cfg(not(netmcore_loom))]
 pub use atomics::SharedAtomics;
 #[cfg(not(netmcore_loom))]

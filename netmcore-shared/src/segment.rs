@@ -91,6 +91,16 @@ pub(crate) fn map_entry(key: Element, value: Element) -> Option<Element> {
     })
 }
 
+/// The alignment of an archive's payload: that of the buffers rkyv serializes into
+/// (`rkyv::util::AlignedVec`), which its archived types never exceed.
+pub(crate) const ARCHIVE_ALIGN: usize = 16;
+
+/// The element of an archive: bytes, 16-aligned as a whole ([`ARCHIVE_ALIGN`]).
+pub(crate) const ARCHIVE_ELEMENT: Element = Element {
+    size: 1,
+    align: ARCHIVE_ALIGN,
+};
+
 /// The size and alignment of an element type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Element {
@@ -311,9 +321,16 @@ impl Layout {
         )
     }
 
+    /// An `Archive<T>` of `len` archived bytes: no words, the bytes right after the header,
+    /// [`ARCHIVE_ALIGN`]-aligned as rkyv's root and the values under it need.
+    pub(crate) fn archive(len: usize) -> Option<Layout> {
+        const _: () = assert!(HEADER_LEN.is_multiple_of(ARCHIVE_ALIGN));
+        build(Kind::Archive, ARCHIVE_ELEMENT, len, 0, 0, (0, 0, 4), len)
+    }
+
     /// The layout of `kind` for `element` with the counts a header records, if it has one.
     ///
-    /// The kinds whose layouts are not defined yet (channels, archives) have none.
+    /// The kinds whose layouts are not defined yet (channels) have none.
     pub(crate) fn of(kind: Kind, element: Element, count: u64, columns: u64) -> Option<Layout> {
         let count_usize = usize::try_from(count).ok()?;
         let columns_usize = usize::try_from(columns).ok()?;
@@ -330,6 +347,9 @@ impl Layout {
             }
             Kind::Pipe if columns == 0 && element == Element::of::<u8>() => {
                 Layout::pipe(count_usize)
+            }
+            Kind::Archive if columns == 0 && element == ARCHIVE_ELEMENT => {
+                Layout::archive(count_usize)
             }
             _ => None,
         }
@@ -753,6 +773,18 @@ mod tests {
         let p = Layout::pipe(1000).expect("small");
         assert_eq!((p.words, p.payload, p.total), (128, 320, 1320));
         assert_eq!(Layout::pipe(0), None);
+        let r = Layout::archive(100).expect("small");
+        assert_eq!(
+            (r.words, r.payload, r.payload_len, r.total),
+            (128, 128, 100, 228)
+        );
+        assert_eq!(r.payload % ARCHIVE_ALIGN, 0);
+        assert_eq!(Layout::archive(0).expect("empty").total, 128);
+        // An archive's layout is found again from its counts, and from no others.
+        let of = |element, count, columns| Layout::of(Kind::Archive, element, count, columns);
+        assert_eq!(of(ARCHIVE_ELEMENT, 100, 0), Some(r));
+        assert_eq!(of(ARCHIVE_ELEMENT, 100, 1), None);
+        assert_eq!(of(Element::of::<u8>(), 100, 0), None);
     }
 
     /// A segment is as long as its layout, which need not be a multiple of 8: only the

@@ -31,6 +31,11 @@
 //!   module of the protocol that makes the promise true (`mutex::Held` after taking the
 //!   lock, `vec::Claimed` after the claims table recorded the claim, `vec::Frozen` after the
 //!   frozen flag was read), consumed by the view so that one acquisition gives one reference.
+//! * [`written_bytes`] views the bytes of an archive, which are written once, before the
+//!   segment is published, and never again (the promise of `archive::Written`); and
+//!   [`archived_root`] is the only place that reads an archive without checking it, with the
+//!   proof `archive::Validated` that its bytes were checked by bytecheck when it was opened
+//!   (or made by rkyv's serializer in this process) and have not changed since.
 //! * [`fresh_bytes`] writes a segment nobody else knows yet, through `&mut Mapping`.
 #![cfg_attr(
     netmcore_loom,
@@ -494,6 +499,44 @@ pub(crate) fn writable_bytes<M: Mapped>(
     // published a tail past them, which it does only once the slice is gone; so no one else
     // reads or writes them while it lives.
     unsafe { plain_slice_mut_at::<u8, M>(memory, offset, len) }
+}
+
+/// The archived bytes of an archive: `len` bytes at byte `offset` of `memory`, shared, or
+/// `None` if they do not fit.
+///
+/// `written` is the proof: only `crate::archive` makes one, for the payload of a segment whose
+/// header was checked (or that it has just created). The payload is written once, by
+/// `Segment::create`'s initializer, before the header is published with `Release` (read back
+/// with `Acquire` by every opener), and no code of this crate writes it again.
+pub(crate) fn written_bytes<M: Mapped>(
+    memory: &M,
+    offset: usize,
+    len: usize,
+    written: crate::archive::Written,
+) -> Option<&[u8]> {
+    let crate::archive::Written { .. } = written;
+    // SAFETY: the bytes are an archive's payload (the contract of `Written`): written before
+    // the segment was published, which happens-before this read, and never written again by
+    // anyone, so no one writes them while the slice lives.
+    unsafe { plain_slice_at::<u8, M>(memory, offset, len) }
+}
+
+/// The archived root of `bytes`, read in place without a check: rkyv's `access_unchecked`.
+///
+/// `validated` is the proof: only `crate::archive` makes one, for bytes seen through
+/// [`written_bytes`] (so they do not change while borrowed) that bytecheck validated as an
+/// `A` when the archive was opened, or that rkyv's serializer wrote as an `A` when this
+/// process created it, at an address as aligned as rkyv's own buffers.
+pub(crate) fn archived_root<A: rkyv::Portable>(
+    bytes: &[u8],
+    validated: crate::archive::Validated,
+) -> &A {
+    let crate::archive::Validated { .. } = validated;
+    // SAFETY: `bytes` hold a valid archived `A` at rkyv's root position (the contract of
+    // `Validated`: `rkyv::access` checked these very bytes, or rkyv's serializer wrote them,
+    // at the same 16-aligned offset of a page-aligned mapping), and they do not change while
+    // borrowed (the contract of `Written`), so the check still holds.
+    unsafe { rkyv::access_unchecked::<A>(bytes) }
 }
 
 #[cfg(all(test, not(netmcore_loom)))]
