@@ -14,9 +14,6 @@ use crate::sys;
 use crate::wait::{Watch, own_tag_or_master};
 use crate::{Error, Plain, Result};
 
-/// How many times a locker looks at a held lock before it sleeps: a holder on the other core
-/// usually lets go within a few hundred nanoseconds, far sooner than a sleep and a wake.
-const SPINS: u32 = 100;
 
 /// The proof that the calling process holds a mutex, which `sys::locked_value` consumes to
 /// hand out the value. Only this module makes one (its field is private), right after taking
@@ -141,17 +138,11 @@ impl<T: Plain> Mutex<T> {
         }
         let watch = Watch::new();
         let mut locking = Locking::new();
-        let mut spins = 0;
         loop {
             let epoch = watch.epoch();
             match state.lock_step(&mut locking, me, &watch) {
                 Ok(MutexStep::Locked { poisoned, .. }) => return self.guard(me, poisoned),
                 Ok(MutexStep::Park { expected }) => {
-                    if spins < SPINS {
-                        spins += 1;
-                        std::hint::spin_loop();
-                        continue;
-                    }
                     watch.park(&words.lock, expected, epoch, None);
                 }
                 Err(_) => return self.seize(me),
