@@ -14,7 +14,6 @@ use crate::sys;
 use crate::wait::{Watch, own_tag_or_master};
 use crate::{Error, Plain, Result};
 
-
 /// The proof that the calling process holds a mutex, which `sys::locked_value` consumes to
 /// hand out the value. Only this module makes one (its field is private), right after taking
 /// the lock, and [`MutexGuard`] gives the lock back only when the value is gone.
