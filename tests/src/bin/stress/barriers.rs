@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::bodies::{Fault, err, inject, types};
 use crate::rng::Rng;
 use crate::shared::{self, Counter};
-use crate::structures::{Finish, Launched, Seen};
+use crate::structures::{Launched, Seen, hosted_or_local};
 use crate::tally::FaultKind;
 
 /// The barrier action.
@@ -87,22 +87,7 @@ pub fn launch_barrier(rng: &mut Rng) -> Result<Launched, String> {
         Vec::new()
     };
     let processes = u64::from(n) + u64::from(hosted);
-    let (what, finish): (String, Finish) = if hosted {
-        let pid = t
-            .barrier_host
-            .start(&arg)
-            .map_err(err("start a barrier host"))?;
-        let what = format!("barrier host {pid} ({arg:?})");
-        let finish = move || match t.barrier_host.join(pid) {
-            Ok(Some(Ok(seen))) => Ok(seen),
-            Ok(Some(Err(e))) => Err(e),
-            other => Err(format!("its join gave {other:?}, expected Ok(Some(Ok(_)))")),
-        };
-        (what, Box::new(finish))
-    } else {
-        let (what, finish) = start_barrier(arg)?;
-        (what, Box::new(finish))
-    };
+    let (what, finish) = hosted_or_local(hosted, t.barrier_host, "barrier", arg, start_barrier)?;
     Ok(Launched {
         what,
         processes,

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::bodies::{Fault, PATIENCE, err, inject, pattern_word, types};
 use crate::rng::{Rng, mix};
 use crate::shared::{self, Counter};
-use crate::structures::{Finish, Launched, Seen, draw_holding_fault};
+use crate::structures::{Launched, Seen, draw_holding_fault, hosted_or_local};
 use crate::tally::FaultKind;
 
 /// The handle of the array of an action: a vector, or a matrix claimed by rows.
@@ -297,22 +297,7 @@ pub fn launch_claims(rng: &mut Rng) -> Result<Launched, String> {
         _ => Vec::new(),
     };
     let processes = workers + u64::from(arg.victim.is_some()) + u64::from(hosted);
-    let (what, finish): (String, Finish) = if hosted {
-        let pid = t
-            .claims_host
-            .start(&arg)
-            .map_err(err("start a claims host"))?;
-        let what = format!("claims host {pid} ({arg:?})");
-        let finish = move || match t.claims_host.join(pid) {
-            Ok(Some(Ok(seen))) => Ok(seen),
-            Ok(Some(Err(e))) => Err(e),
-            other => Err(format!("its join gave {other:?}, expected Ok(Some(Ok(_)))")),
-        };
-        (what, Box::new(finish))
-    } else {
-        let (what, finish) = start_claims(arg)?;
-        (what, Box::new(finish))
-    };
+    let (what, finish) = hosted_or_local(hosted, t.claims_host, "claims", arg, start_claims)?;
     Ok(Launched {
         what,
         processes,

@@ -14,8 +14,10 @@ use std::hint::black_box;
 use std::sync::TryLockError;
 use std::time::{Duration, Instant};
 
+use netmcore::process::ProcessType;
 use netmcore::shared::{self as sh, Handle, Mutex, MutexGuard, Plain};
 use netmcore::{ProcessId, ResId};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::bodies::{Fault, PATIENCE, err, inject, types};
@@ -216,28 +218,43 @@ pub fn launch_mutex(rng: &mut Rng) -> Result<Launched, String> {
         _ => Vec::new(),
     };
     let processes = u64::from(arg.workers) + u64::from(arg.victim.is_some()) + u64::from(hosted);
-    let (what, finish): (String, Finish) = if hosted {
-        let pid = t
-            .mutex_host
-            .start(&arg)
-            .map_err(err("start a shared mutex host"))?;
-        let what = format!("shared mutex host {pid} ({arg:?})");
-        let finish = move || match t.mutex_host.join(pid) {
-            Ok(Some(Ok(seen))) => Ok(seen),
-            Ok(Some(Err(e))) => Err(e),
-            other => Err(format!("its join gave {other:?}, expected Ok(Some(Ok(_)))")),
-        };
-        (what, Box::new(finish))
-    } else {
-        let (what, finish) = start_mutex(arg)?;
-        (what, Box::new(finish))
-    };
+    let (what, finish) = hosted_or_local(hosted, t.mutex_host, "shared mutex", arg, start_mutex)?;
     Ok(Launched {
         what,
         processes,
         faults,
         finish,
     })
+}
+
+/// Starts a structure action `label` either in a host worker (`host`, which runs the whole
+/// action there and returns what it saw) or here (`local`); the result joins and checks it.
+pub fn hosted_or_local<A, F>(
+    hosted: bool,
+    host: ProcessType<A, Result<Seen, String>>,
+    label: &str,
+    arg: A,
+    local: impl FnOnce(A) -> Result<(String, F), String>,
+) -> Result<(String, Finish), String>
+where
+    A: Serialize + DeserializeOwned + std::fmt::Debug + 'static,
+    F: FnOnce() -> Result<Seen, String> + 'static,
+{
+    if hosted {
+        let pid = host
+            .start(&arg)
+            .map_err(err(format!("start a {label} host")))?;
+        let what = format!("{label} host {pid} ({arg:?})");
+        let finish = move || match host.join(pid) {
+            Ok(Some(Ok(seen))) => Ok(seen),
+            Ok(Some(Err(e))) => Err(e),
+            other => Err(format!("its join gave {other:?}, expected Ok(Some(Ok(_)))")),
+        };
+        Ok((what, Box::new(finish)))
+    } else {
+        let (what, finish) = local(arg)?;
+        Ok((what, Box::new(finish)))
+    }
 }
 
 /// The body of a host: the whole shared mutex action in a worker.
