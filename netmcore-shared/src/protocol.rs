@@ -5,31 +5,19 @@
 //! # Tags
 //!
 //! Every process is named in a shared word by a 30-bit *tag*: `0` is nobody, `pid + 1` is
-//! `ProcessId(pid)` (for `pid < 2^30 - 2`), and [`MASTER_TAG`] is the master and the code that
-//! runs before startup, which never dies while a structure exists. Bits 30 and 31 of a word
+//! `ProcessId(pid)` (for `pid < 2^30 - 2`; see `netmcore_ipc::death_board::tag_of`), and
+//! [`MASTER_TAG`] is the master and the code that runs before startup, which never dies while a structure exists. Bits 30 and 31 of a word
 //! that holds a tag are free for the protocols' flags.
 
-use netmcore_resources::{ProcessId, ResId};
+use netmcore_resources::ResId;
 
 use crate::Error;
 
-/// The tag of nobody: a free lock or slot.
-pub(crate) const NOBODY: u32 = 0;
-
-/// The tag of the master and of code that runs before startup.
-pub(crate) const MASTER_TAG: u32 = 0x3FFF_FFFF;
+// The tags are the death board's (netmcore-ipc), which the master marks: one definition.
+pub(crate) use netmcore_ipc::death_board::{MASTER_TAG, NO_TAG as NOBODY};
 
 /// The bits of a word that hold a tag.
 pub(crate) const TAG_MASK: u32 = MASTER_TAG;
-
-/// The tag of a process, if its id is small enough to have one (below `2^30 - 2`, which a run
-/// never reaches: it would take a billion processes).
-pub(crate) fn tag_of(process: ProcessId) -> Option<u32> {
-    u32::try_from(process.0)
-        .ok()
-        .filter(|&pid| pid < MASTER_TAG - 1)
-        .map(|pid| pid + 1)
-}
 
 /// Whether `word` is a tag and nothing else (no flag bits).
 pub(crate) fn is_tag(word: u32) -> bool {
@@ -96,6 +84,9 @@ impl BadState {
 
 #[cfg(test)]
 mod tests {
+    use netmcore_ipc::death_board::tag_of;
+    use netmcore_resources::ProcessId;
+
     use super::*;
 
     #[test]
