@@ -6,8 +6,9 @@
 //!
 //! Every process is named in a shared word by a 30-bit *tag*: `0` is nobody, `pid + 1` is
 //! `ProcessId(pid)` (for `pid < 2^30 - 2`; see `netmcore_ipc::death_board::tag_of`), and
-//! [`MASTER_TAG`] is the master and the code that runs before startup, which never dies while a structure exists. Bits 30 and 31 of a word
-//! that holds a tag are free for the protocols' flags.
+//! [`MASTER_TAG`] is the master and the code that runs before startup, which never dies while
+//! a structure exists. Bits 30 and 31 of a word that holds a tag are free for the protocols'
+//! flags.
 
 use netmcore_resources::ResId;
 
