@@ -19,7 +19,7 @@ use netmcore_master::{
 };
 use netmcore_resources::{Inherit, ResId, ResourceKind};
 use rustix::process::{Signal, getpid, kill_process};
-use support::{Case, children, run_cases};
+use support::{Case, children, failures_of, prefix, run_cases, shm_exists, socket_dir};
 
 fn main() -> std::process::ExitCode {
     run_cases(&[
@@ -74,22 +74,6 @@ macro_rules! check {
     };
 }
 
-fn socket_dir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sock = dir.path().join("sock");
-    (dir, sock)
-}
-
-/// A unique name prefix for this case's OS objects.
-fn prefix(tag: &str) -> String {
-    format!("/netmcore-test-{}-{tag}-", std::process::id())
-}
-
-/// Whether the shm object `name` exists.
-fn shm_exists(name: &str) -> bool {
-    Path::new(&format!("/dev/shm{name}")).exists()
-}
-
 /// Whether the named semaphore `name` exists (glibc keeps it as `/dev/shm/sem.<name>`).
 fn sem_exists(name: &str) -> bool {
     Path::new(&format!("/dev/shm/sem.{}", &name[1..])).exists()
@@ -108,18 +92,10 @@ fn pattern(i: usize) -> u64 {
     (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5A5A
 }
 
-/// Waits until the master has served every message sent before (a one-way release, say): a
-/// request is answered in order.
+/// Waits until the master has served every message sent before: a request is answered in
+/// order.
 fn sync_with_master() {
     let _ = get_resource(ResId(u64::MAX));
-}
-
-fn failures_of(result: netmcore_master::Result<Option<Encap>>) -> Vec<String> {
-    result
-        .expect("startup")
-        .expect("the first process returned")
-        .unwrap::<Vec<String>>()
-        .expect("a list of failures")
 }
 
 const SIZE_64_MIB: usize = 64 << 20;

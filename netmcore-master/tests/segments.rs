@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -19,7 +18,9 @@ use netmcore_master::{
 use netmcore_resources::ledger::{self, LedgerObject};
 use netmcore_resources::{ProcessId, ResId};
 use rustix::process::{Signal, getpid, kill_process};
-use support::{Case, run_cases, wait_for_file, write_file};
+use support::{
+    Case, failures_of, prefix, run_cases, shm_exists, socket_dir, wait_for_file, write_file,
+};
 
 fn main() -> std::process::ExitCode {
     run_cases(&[
@@ -60,30 +61,6 @@ macro_rules! check {
             $failures.push(format!($($what)+));
         }
     };
-}
-
-fn socket_dir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sock = dir.path().join("sock");
-    (dir, sock)
-}
-
-/// A unique name prefix for this case's OS objects.
-fn prefix(tag: &str) -> String {
-    format!("/netmcore-test-{}-{tag}-", std::process::id())
-}
-
-/// Whether the shm object `name` exists.
-fn shm_exists(name: &str) -> bool {
-    Path::new(&format!("/dev/shm{name}")).exists()
-}
-
-fn failures_of(result: netmcore_master::Result<Option<Encap>>) -> Vec<String> {
-    result
-        .expect("startup")
-        .expect("the first process returned")
-        .unwrap::<Vec<String>>()
-        .expect("a list of failures")
 }
 
 /// The reader is started first and waits for a file naming the id; the creator, started

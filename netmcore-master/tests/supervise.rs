@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use netmcore_master::{
 };
 use netmcore_resources::{Inherit, ProcessId, ResId};
 use rustix::process::{Signal, getpid, getppid, kill_process};
-use support::{Case, alive, children, run_cases, wait_for_file, write_file};
+use support::{Case, alive, children, run_cases, socket_dir, wait_for_file, write_file};
 
 fn main() -> std::process::ExitCode {
     run_cases(&[
@@ -111,12 +111,6 @@ macro_rules! wrap {
     ($value:expr) => {
         Encap::wrap($value).expect("encodes")
     };
-}
-
-fn socket_dir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sock = dir.path().join("sock");
-    (dir, sock)
 }
 
 /// After `startup` returned: no child of this process is left, not even a zombie.

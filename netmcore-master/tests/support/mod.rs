@@ -262,3 +262,30 @@ pub mod log {
         fn exit(&self, _: &Id) {}
     }
 }
+
+/// A fresh temporary directory and the socket directory `sock` inside it (created by
+/// `startup`); the directory goes when the first value is dropped.
+pub fn socket_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("sock");
+    (dir, sock)
+}
+
+/// A unique name prefix for this case's OS objects.
+pub fn prefix(tag: &str) -> String {
+    format!("/netmcore-test-{}-{tag}-", std::process::id())
+}
+
+/// Whether the shm object `name` exists.
+pub fn shm_exists(name: &str) -> bool {
+    Path::new(&format!("/dev/shm{name}")).exists()
+}
+
+/// The list of failures that a first process returned, from what `startup_with_result` gave.
+pub fn failures_of(result: netmcore_master::Result<Option<netmcore_encap::Encap>>) -> Vec<String> {
+    result
+        .expect("startup")
+        .expect("the first process returned")
+        .unwrap::<Vec<String>>()
+        .expect("a list of failures")
+}
