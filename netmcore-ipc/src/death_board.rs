@@ -177,6 +177,7 @@ impl fmt::Debug for DeathBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn tags_round_trip_and_reject_what_is_no_tag() {
@@ -236,5 +237,26 @@ mod tests {
         });
         board.mark_dead(ProcessId(9));
         assert!(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn a_death_wakes_every_sleeper_on_the_epoch() {
+        let board = DeathBoard::create().unwrap();
+        let epoch = board.epoch().load(Ordering::Acquire);
+        // Each thread sleeps once, with a long timeout: a wake that reached only one of them
+        // (a count the kernel read as -1) would leave the others to time out.
+        let sleepers: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    crate::sys::futex::wait(board.epoch(), epoch, Some(Duration::from_secs(60)))
+                        .unwrap()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        board.mark_dead(ProcessId(5));
+        for sleeper in sleepers {
+            assert_eq!(sleeper.join().unwrap(), crate::sys::futex::Woke::Early);
+        }
     }
 }

@@ -63,7 +63,9 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -
 }
 
 /// `futex(word, FUTEX_WAKE, count)`: wakes up to `count` waiters sleeping in [`wait`] on the
-/// same word, in any process. Returns how many were woken.
+/// same word, in any process. Returns how many were woken. A `count` above `i32::MAX` counts
+/// as `i32::MAX`: the kernel reads the count as a signed `int`, and `u32::MAX` would be `-1`,
+/// which wakes a single waiter.
 ///
 /// # Errors
 ///
@@ -71,5 +73,6 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -
 #[doc(alias = "futex")]
 #[doc(alias = "FUTEX_WAKE")]
 pub(crate) fn wake(word: &AtomicU32, count: u32) -> io::Result<usize> {
+    let count = count.min(i32::MAX.unsigned_abs());
     futex::wake(word, futex::Flags::empty(), count).map_err(Into::into)
 }
