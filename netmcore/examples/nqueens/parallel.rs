@@ -1,8 +1,8 @@
 //! The parallel modes of the `nqueens` example: worker processes that take openings (see
-//! [`board::openings`](super::board::openings)) from a shared counter until none is left, and
-//! put the canonical form of each solution they find in a shared `HashSet` (the `shared`
-//! mode). The test `tests/tests/nqueens_example.rs` and the bench include this module, so
-//! that they run the example's own code.
+//! [`board::openings`]) from a shared counter until none is left, and put the canonical form
+//! of each solution they find in a shared `HashSet` (the `shared` mode). The test
+//! `tests/tests/nqueens_example.rs` and the bench include this module, so that they run the
+//! example's own code.
 //!
 //! Each worker computes the list of openings itself (it is the same in every process) and
 //! takes the next index with a `fetch_add` on a `SharedAtomics` word: a worker that drew cheap
