@@ -28,7 +28,7 @@ pub struct Figure {
 }
 
 /// Every figure, in the order of the output.
-pub const FIGURES: [Figure; 21] = [
+pub const FIGURES: [Figure; 22] = [
     figure("cores", "count", Role::Extra),
     figure("floor_fork_wait_us", "us", Role::Floor),
     figure("floor_socket_rtt_us", "us", Role::Floor),
@@ -49,6 +49,7 @@ pub const FIGURES: [Figure; 21] = [
     figure("nqueens12_sequential_ms", "ms", Role::Extra),
     figure("nqueens12_shared_ms", "ms", Role::Extra),
     figure("nqueens1_shared_ms", "ms", Role::Extra),
+    figure("nqueens12_channel_ms", "ms", Role::Extra),
     figure("startup_shutdown_inproc_ms", "ms", Role::Extra),
 ];
 
