@@ -29,16 +29,21 @@
 //!
 //! ```text
 //! nqueens 12: solutions up to symmetry; 2 processes in the parallel modes
-//! sequential  1787 solutions  4.41 ms
-//! shared      1787 solutions  3.62 ms  speed-up 1.22
-//! channel     1787 solutions  3.55 ms  speed-up 1.24
+//! sequential  1787 solutions  4.35 ms
+//! shared      1787 solutions  3.83 ms  speed-up 1.14
+//! channel     1787 solutions  4.17 ms  speed-up 1.04
 //! ```
 //!
 //! Each time covers the whole mode: for the parallel ones, creating the shared structures,
-//! starting and joining the workers, and dropping the structures. The socket directory of the
-//! master is a fresh directory under the system's temporary directory, named after the
-//! process, and removed at the end. This is OCamlnet's `nqueens` example (a shared hash table,
-//! or message passing) over netmcore's shared structures.
+//! starting and joining the workers, and dropping the structures. The parallel modes do work
+//! that the sequential one does not: at n = 12 (7100 solutions found, in 1787 classes) the
+//! `shared` mode spends about half as much CPU time again as the search alone, mostly in its
+//! 7100 inserts into the shared set (each takes the set's lock, which the processes contend
+//! for), the rest in starting the worker and creating, opening and dropping the structures.
+//!
+//! The socket directory of the master is a fresh directory under the system's temporary
+//! directory, named after the process, and removed at the end. This is OCamlnet's `nqueens`
+//! example (a shared hash table, or message passing) over netmcore's shared structures.
 
 mod board;
 mod parallel;
