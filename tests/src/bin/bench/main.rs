@@ -36,6 +36,7 @@ mod figures;
 mod floors;
 #[path = "../../../../netmcore/examples/nqueens/parallel.rs"]
 mod parallel;
+mod pool;
 mod report;
 #[allow(
     unsafe_code,
@@ -133,7 +134,7 @@ pub struct Job {
 }
 
 /// The measurements, in the order of the run (the floors first).
-pub const JOBS: [Job; 14] = [
+pub const JOBS: [Job; 15] = [
     Job {
         name: "floor_fork",
         figures: &["floor_fork_wait_us"],
@@ -208,6 +209,11 @@ pub const JOBS: [Job; 14] = [
             "nqueens1_shared_ms",
         ],
         run: figures::nqueens12_speedup,
+    },
+    Job {
+        name: "pool",
+        figures: &["pool_tasks_per_s", "pool_chunk1_tasks_per_s"],
+        run: pool::pool_tasks,
     },
 ];
 

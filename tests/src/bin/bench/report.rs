@@ -28,7 +28,7 @@ pub struct Figure {
 }
 
 /// Every figure, in the order of the output.
-pub const FIGURES: [Figure; 21] = [
+pub const FIGURES: [Figure; 23] = [
     figure("cores", "count", Role::Extra),
     figure("floor_fork_wait_us", "us", Role::Floor),
     figure("floor_socket_rtt_us", "us", Role::Floor),
@@ -49,6 +49,8 @@ pub const FIGURES: [Figure; 21] = [
     figure("nqueens12_sequential_ms", "ms", Role::Extra),
     figure("nqueens12_shared_ms", "ms", Role::Extra),
     figure("nqueens1_shared_ms", "ms", Role::Extra),
+    figure("pool_tasks_per_s", "tasks/s", Role::Judged),
+    figure("pool_chunk1_tasks_per_s", "tasks/s", Role::Judged),
     figure("startup_shutdown_inproc_ms", "ms", Role::Extra),
 ];
 
@@ -107,7 +109,7 @@ pub struct Target {
 }
 
 /// The targets, in the order of the output.
-pub const TARGETS: [Target; 10] = [
+pub const TARGETS: [Target; 12] = [
     Target {
         ratio: "spawn_join_vs_fork",
         figure: "spawn_join_us",
@@ -180,6 +182,20 @@ pub const TARGETS: [Target; 10] = [
         against: "1.7 (on 2 cores)",
         bound: Bound::AtLeast(1.0),
         compute: |m| Some(m.get("nqueens12_speedup")? / 1.7),
+    },
+    Target {
+        ratio: "pool_vs_target",
+        figure: "pool_tasks_per_s",
+        against: "10,000,000 tasks/s",
+        bound: Bound::AtLeast(1.0),
+        compute: |m| Some(m.get("pool_tasks_per_s")? / 10_000_000.0),
+    },
+    Target {
+        ratio: "pool_chunk1_vs_target",
+        figure: "pool_chunk1_tasks_per_s",
+        against: "300,000 tasks/s",
+        bound: Bound::AtLeast(1.0),
+        compute: |m| Some(m.get("pool_chunk1_tasks_per_s")? / 300_000.0),
     },
 ];
 
