@@ -503,6 +503,8 @@ mod tests {
             ("mutex_incr_per_s", 6e6),
             ("pipe_mb_s", 3000.0),
             ("nqueens12_speedup", 1.53),
+            ("pool_tasks_per_s", 12e6),
+            ("pool_chunk1_tasks_per_s", 150_000.0),
         ] {
             medians.insert(name, value);
         }
@@ -525,6 +527,10 @@ mod tests {
         assert!(!by_name("pipe_vs_memcpy").met());
         assert!((by_name("nqueens12_speedup_vs_target").value - 0.9).abs() < 1e-9);
         assert!(!by_name("nqueens12_speedup_vs_target").met());
+        assert!((by_name("pool_vs_target").value - 1.2).abs() < 1e-9);
+        assert!(by_name("pool_vs_target").met());
+        assert!((by_name("pool_chunk1_vs_target").value - 0.5).abs() < 1e-9);
+        assert!(!by_name("pool_chunk1_vs_target").met());
         let json = json(
             &medians,
             &ratios,
