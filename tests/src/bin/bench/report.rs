@@ -28,7 +28,7 @@ pub struct Figure {
 }
 
 /// Every figure, in the order of the output.
-pub const FIGURES: [Figure; 17] = [
+pub const FIGURES: [Figure; 19] = [
     figure("cores", "count", Role::Extra),
     figure("floor_fork_wait_us", "us", Role::Floor),
     figure("floor_socket_rtt_us", "us", Role::Floor),
@@ -45,6 +45,8 @@ pub const FIGURES: [Figure; 17] = [
     figure("startup_shutdown_ms", "ms", Role::Judged),
     figure("mutex_incr_per_s", "incr/s", Role::Judged),
     figure("pipe_mb_s", "MB/s", Role::Judged),
+    figure("channel_msgs_per_s", "msgs/s", Role::Judged),
+    figure("channel_4k_mb_s", "MB/s", Role::Judged),
     figure("startup_shutdown_inproc_ms", "ms", Role::Extra),
 ];
 
@@ -103,7 +105,7 @@ pub struct Target {
 }
 
 /// The targets, in the order of the output.
-pub const TARGETS: [Target; 9] = [
+pub const TARGETS: [Target; 11] = [
     Target {
         ratio: "spawn_join_vs_fork",
         figure: "spawn_join_us",
@@ -169,6 +171,20 @@ pub const TARGETS: [Target; 9] = [
         against: "floor_memcpy_gb_s x 1000",
         bound: Bound::AtLeast(0.4),
         compute: |m| Some(m.get("pipe_mb_s")? / (m.get("floor_memcpy_gb_s")? * 1000.0)),
+    },
+    Target {
+        ratio: "channel_vs_ring",
+        figure: "channel_msgs_per_s",
+        against: "floor_ring_msgs_per_s",
+        bound: Bound::AtLeast(0.2),
+        compute: |m| Some(m.get("channel_msgs_per_s")? / m.get("floor_ring_msgs_per_s")?),
+    },
+    Target {
+        ratio: "channel_4k_vs_memcpy",
+        figure: "channel_4k_mb_s",
+        against: "floor_memcpy_gb_s x 1000",
+        bound: Bound::AtLeast(0.3),
+        compute: |m| Some(m.get("channel_4k_mb_s")? / (m.get("floor_memcpy_gb_s")? * 1000.0)),
     },
 ];
 
@@ -475,6 +491,9 @@ mod tests {
             ("floor_mutex_incr_per_s", 14e6),
             ("mutex_incr_per_s", 6e6),
             ("pipe_mb_s", 3000.0),
+            ("floor_ring_msgs_per_s", 30e6),
+            ("channel_msgs_per_s", 3e6),
+            ("channel_4k_mb_s", 3500.0),
         ] {
             medians.insert(name, value);
         }
@@ -493,6 +512,8 @@ mod tests {
         assert!(!by_name("arg_64mib_vs_target").met());
         assert!((by_name("shm_pass_vs_memcpy").value - 0.9).abs() < 1e-9);
         assert!(!by_name("mutex_vs_pthread").met());
+        assert!(!by_name("channel_vs_ring").met(), "0.1 of the ring");
+        assert!(by_name("channel_4k_vs_memcpy").met(), "0.35 of memcpy");
         assert!((by_name("pipe_vs_memcpy").value - 0.3).abs() < 1e-9);
         assert!(!by_name("pipe_vs_memcpy").met());
         let json = json(
