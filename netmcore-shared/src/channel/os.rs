@@ -676,7 +676,7 @@ fn wake_ends(segment: &Segment, layout: &Layout, wake: Wake) {
 /// is read once every 32 turns.
 fn spun(until: &mut Option<Instant>, spins: &mut u32) -> bool {
     *spins = spins.wrapping_add(1);
-    if *spins < 64 || *spins % 32 != 0 {
+    if *spins < 64 || !spins.is_multiple_of(32) {
         return false;
     }
     let now = Instant::now();
