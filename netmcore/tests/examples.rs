@@ -183,7 +183,10 @@ mod primes_sieve;
 /// both times and the speed-up, and leaves no process and nothing in `/dev/shm`.
 #[test]
 fn primes_counts_below_two_million_with_a_pool_and_leaves_nothing() {
-    assert_eq!(primes_sieve::count_primes_in(0, primes_sieve::BLOCK), 82_025);
+    assert_eq!(
+        primes_sieve::count_primes_in(0, primes_sieve::BLOCK),
+        82_025
+    );
     let before = netmcore_shm_objects();
     let (out, pgid) = run_example_in_group("primes", &["2000000"]);
     assert!(out.contains("primes below 2000000: 148933\n"), "{out}");

@@ -134,7 +134,7 @@ pub struct Job {
 }
 
 /// The measurements, in the order of the run (the floors first).
-pub const JOBS: [Job; 15] = [
+pub const JOBS: [Job; 17] = [
     Job {
         name: "floor_fork",
         figures: &["floor_fork_wait_us"],
@@ -199,6 +199,16 @@ pub const JOBS: [Job; 15] = [
         name: "pipe",
         figures: &["pipe_mb_s"],
         run: figures::pipe_mb_s,
+    },
+    Job {
+        name: "channel_msgs",
+        figures: &["channel_msgs_per_s"],
+        run: figures::channel_msgs,
+    },
+    Job {
+        name: "channel_4k",
+        figures: &["channel_4k_mb_s"],
+        run: figures::channel_4k,
     },
     Job {
         name: "nqueens",

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::barriers::{self, BarrierArg, BarrierUse};
+use crate::channels::{self, ChannelArg, ReceiverUse, SenderUse};
 use crate::claims::{self, ClaimSeen, ClaimUse, ClaimVictimUse, ClaimsArg};
 use crate::coordinator::{self, CoordArg, RootArg};
 use crate::rng::mix;
@@ -229,6 +230,12 @@ pub struct Types {
     pub barrier_host: ProcessType<BarrierArg, Result<Seen, String>>,
     /// Meets the others at a shared barrier, round after round; may die before a round.
     pub participant: ProcessType<BarrierUse, Result<u32, String>>,
+    /// Hosts a channel action (see `channels.rs`).
+    pub channel_host: ProcessType<ChannelArg, Result<Seen, String>>,
+    /// Streams messages into a shared channel; may die mid-stream.
+    pub channel_sender: ProcessType<SenderUse, Result<u32, String>>,
+    /// Receives messages from a shared channel until it is disconnected; may die mid-stream.
+    pub channel_receiver: ProcessType<ReceiverUse, Result<u64, String>>,
     /// Writes what it must not to its channel.
     pub hostile: ProcessType<crate::hostile::HostileArg, Result<u64, String>>,
     /// Runs waves of the mix.
@@ -294,6 +301,9 @@ pub fn define() -> anyhow::Result<()> {
         claims_victim: def(claims::claims_victim)?,
         barrier_host: def(barriers::barrier_host)?,
         participant: def(barriers::participant)?,
+        channel_host: def(channels::channel_host)?,
+        channel_sender: def(channels::channel_sender)?,
+        channel_receiver: def(channels::channel_receiver)?,
         hostile: def(crate::hostile::hostile)?,
         coordinator: def(coordinator::coordinator)?,
         root: def(coordinator::root)?,
