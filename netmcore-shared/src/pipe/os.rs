@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::state::{End, PipeState, PipeWords, ReadStep, Refused, WriteStep};
 use crate::handle::{Handle, fingerprint};
@@ -14,10 +15,44 @@ use crate::sys;
 use crate::wait::{Watch, own_tag};
 use crate::{Error, Result};
 
-/// How many times an end looks at an empty (or full) ring before it sleeps: the other side
-/// on another core usually moves within a few hundred nanoseconds, far sooner than a sleep
-/// and a wake.
-const SPINS: u32 = 100;
+/// How long an end looks at an empty (or full) ring before it sleeps: the other side on
+/// another core moves its counter a piece at a time, every few microseconds while it copies,
+/// far sooner than a sleep and a wake (tens of microseconds for the two of them).
+const SPIN_FOR: Duration = Duration::from_micros(50);
+
+/// The spin before a sleep: [`SPIN_FOR`] from the first time the ring was found empty (or
+/// full).
+struct Spin {
+    /// When the spin ends, from the first turn.
+    until: Option<Instant>,
+    /// Set when it has ended: the next step raises the flag and may sleep.
+    over: bool,
+}
+
+impl Spin {
+    fn new() -> Spin {
+        Spin {
+            until: None,
+            over: false,
+        }
+    }
+
+    /// Whether the spin is over (the step announces a sleep).
+    fn over(&self) -> bool {
+        self.over
+    }
+
+    /// One more look at the ring after a pause.
+    fn turn(&mut self) {
+        let now = Instant::now();
+        match self.until {
+            None => self.until = Some(now + SPIN_FOR),
+            Some(until) if now >= until => self.over = true,
+            Some(_) => {}
+        }
+        std::hint::spin_loop();
+    }
+}
 
 /// The proof that the calling process owns a pipe's reader end and that the protocol's step
 /// just found the bytes it covers between the head and the tail, which `sys::readable_bytes`
@@ -187,6 +222,12 @@ impl Pipe {
         self.layout.payload_len as u64
     }
 
+    /// Where byte `at` of the stream lies in the ring, from its start.
+    fn ring_offset(&self, at: u64) -> usize {
+        // Below the capacity, which is a `usize`.
+        usize::try_from(at % self.capacity()).unwrap_or(0)
+    }
+
     /// An error unless the calling process owns this end (not a child forked with a copy).
     fn check_process(&self) -> io::Result<()> {
         if std::process::id() == self.pid {
@@ -323,8 +364,11 @@ impl Write for PipeWriter {
 }
 
 impl PipeWriter {
-    /// Writes what fits of `buf`; when the ring is full, sleeps if `blocking`, or else fails
-    /// with [`io::ErrorKind::WouldBlock`].
+    /// Writes what fits of `buf`, a piece at a time, each published as soon as it is in the
+    /// ring so that the reader copies it out while the next one is copied in. Returns once
+    /// `buf` is written, or once some of it is and the ring is full (the caller comes back);
+    /// when the ring is full before the first byte, spins a little and then sleeps if
+    /// `blocking`, or else fails with [`io::ErrorKind::WouldBlock`].
     fn write_some(&mut self, buf: &[u8], blocking: bool) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -332,40 +376,46 @@ impl PipeWriter {
         let pipe = &self.pipe;
         pipe.check_process()?;
         let state = pipe.state();
-        let capacity = pipe.capacity();
         let watch = Watch::new();
-        let mut spins = 0;
+        let mut spin = Spin::new();
+        let mut done = 0;
         loop {
             let epoch = watch.epoch();
-            let announce = spins >= SPINS;
-            match state
-                .write_step(announce, &watch)
-                .map_err(|b| pipe.corrupt(b))?
-            {
+            let announce = spin.over();
+            let step = match state.write_step(announce, &watch) {
+                Ok(step) => step,
+                // What is written stays written; the next call reports the rest.
+                Err(_) if done > 0 => return Ok(done),
+                Err(bad) => return Err(pipe.corrupt(bad)),
+            };
+            match step {
                 WriteStep::Space { tail, len } => {
-                    let n = usize::try_from(len).unwrap_or(usize::MAX).min(buf.len());
-                    // Up to the end of the ring, then from its start.
-                    let start = usize::try_from(tail % capacity).unwrap_or(0);
-                    let first = n.min(pipe.layout.payload_len - start);
-                    let pieces = [(start, &buf[..first]), (0, &buf[first..n])];
-                    for (at, bytes) in pieces {
-                        if bytes.is_empty() {
-                            continue;
-                        }
+                    let len = len.min((buf.len() - done) as u64);
+                    let mut moved = 0;
+                    while moved < len {
+                        let at = tail.wrapping_add(moved);
+                        let n = state.next_piece(at, len - moved);
+                        let n_usize = usize::try_from(n).unwrap_or(usize::MAX);
                         let to = sys::writable_bytes(
                             pipe.segment.mapping(),
-                            pipe.layout.payload + at,
-                            bytes.len(),
+                            pipe.layout.payload + pipe.ring_offset(at),
+                            n_usize,
                             Writable(()),
                         )
                         .unwrap_or_else(|| unreachable!("the ring holds its free bytes"));
-                        to.copy_from_slice(bytes);
+                        to.copy_from_slice(&buf[done..done + n_usize]);
+                        let wake = state.publish(at, n);
+                        let _ = sys::wake(&state.words().data_seq, wake);
+                        moved += n;
+                        done += n_usize;
                     }
-                    let wake = state.publish(tail, n as u64);
-                    let _ = sys::wake(&state.words().data_seq, wake);
-                    return Ok(n);
+                    if done == buf.len() {
+                        return Ok(done);
+                    }
                 }
+                WriteStep::Broken if done > 0 => return Ok(done),
                 WriteStep::Broken => return Err(pipe.broken()),
+                WriteStep::Park { .. } if done > 0 => return Ok(done),
                 WriteStep::Park { .. } if !blocking => {
                     return Err(io::ErrorKind::WouldBlock.into());
                 }
@@ -373,8 +423,7 @@ impl PipeWriter {
                     if announce {
                         watch.park(&state.words().space_seq, expected, epoch, None);
                     } else {
-                        spins += 1;
-                        std::hint::spin_loop();
+                        spin.turn();
                     }
                 }
             }
@@ -425,27 +474,27 @@ impl BufRead for PipeReader {
 
 impl PipeReader {
     /// The readable bytes up to the end of the ring; when the ring is empty and the writer
-    /// alive, sleeps if `blocking`, or else fails with [`io::ErrorKind::WouldBlock`].
+    /// alive, spins a little and then sleeps if `blocking`, or else fails with
+    /// [`io::ErrorKind::WouldBlock`].
     fn fill(&mut self, blocking: bool) -> io::Result<&[u8]> {
         let pipe = &self.pipe;
         pipe.check_process()?;
         let state = pipe.state();
         let capacity = pipe.capacity();
         let watch = Watch::new();
-        let mut spins = 0;
+        let mut spin = Spin::new();
         loop {
             let epoch = watch.epoch();
-            let announce = spins >= SPINS;
+            let announce = spin.over();
             match state
                 .read_step(announce, &watch)
                 .map_err(|b| pipe.corrupt(b))?
             {
                 ReadStep::Data { head, len } => {
                     // Up to the end of the ring; the rest comes at the next call.
-                    let start = usize::try_from(head % capacity).unwrap_or(0);
-                    let n = usize::try_from(len)
-                        .unwrap_or(usize::MAX)
-                        .min(pipe.layout.payload_len - start);
+                    let start = pipe.ring_offset(head);
+                    let to_end = capacity - head % capacity;
+                    let n = usize::try_from(len.min(to_end)).unwrap_or(usize::MAX);
                     self.lent = Some((head, n));
                     return Ok(sys::readable_bytes(
                         pipe.segment.mapping(),
@@ -467,8 +516,75 @@ impl PipeReader {
                     if announce {
                         watch.park(&state.words().data_seq, expected, epoch, None);
                     } else {
-                        spins += 1;
-                        std::hint::spin_loop();
+                        spin.turn();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads into `buf` a piece at a time, each freed as soon as it is copied out so that
+    /// the writer refills it while the next one is copied. Returns once `buf` is full, or once
+    /// some bytes came and no more are there now; before the first byte, as
+    /// [`PipeReader::fill`].
+    fn read_some(&mut self, buf: &mut [u8], blocking: bool) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        // A `consume` after a `read` has nothing of the last `fill_buf` left to free.
+        self.lent = None;
+        let pipe = &self.pipe;
+        pipe.check_process()?;
+        let state = pipe.state();
+        let watch = Watch::new();
+        let mut spin = Spin::new();
+        let mut done = 0;
+        loop {
+            let epoch = watch.epoch();
+            let announce = spin.over();
+            let step = match state.read_step(announce, &watch) {
+                Ok(step) => step,
+                Err(_) if done > 0 => return Ok(done),
+                Err(bad) => return Err(pipe.corrupt(bad)),
+            };
+            match step {
+                ReadStep::Data { head, len } => {
+                    let len = len.min((buf.len() - done) as u64);
+                    let mut moved = 0;
+                    while moved < len {
+                        let at = head.wrapping_add(moved);
+                        let n = state.next_piece(at, len - moved);
+                        let n_usize = usize::try_from(n).unwrap_or(usize::MAX);
+                        let from = sys::readable_bytes(
+                            pipe.segment.mapping(),
+                            pipe.layout.payload + pipe.ring_offset(at),
+                            n_usize,
+                            Readable(()),
+                        )
+                        .unwrap_or_else(|| unreachable!("the ring holds its readable bytes"));
+                        buf[done..done + n_usize].copy_from_slice(from);
+                        let wake = state.consume(at, n);
+                        let _ = sys::wake(&state.words().space_seq, wake);
+                        moved += n;
+                        done += n_usize;
+                    }
+                    if done == buf.len() {
+                        return Ok(done);
+                    }
+                }
+                ReadStep::Eof => return Ok(done),
+                // The bytes before the break are the caller's; the next call reports it.
+                ReadStep::Broken if done > 0 => return Ok(done),
+                ReadStep::Broken => return Err(pipe.broken()),
+                ReadStep::Park { .. } if done > 0 => return Ok(done),
+                ReadStep::Park { .. } if !blocking => {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                ReadStep::Park { expected } => {
+                    if announce {
+                        watch.park(&state.words().data_seq, expected, epoch, None);
+                    } else {
+                        spin.turn();
                     }
                 }
             }
@@ -478,14 +594,7 @@ impl PipeReader {
 
 impl Read for PipeReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let available = self.fill_buf()?;
-        let n = available.len().min(buf.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
+        self.read_some(buf, true)
     }
 }
 
