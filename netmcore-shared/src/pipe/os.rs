@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::state::{End, PipeState, PipeWords, ReadStep, Refused, WriteStep};
 use crate::handle::{Handle, fingerprint};
 use crate::header::Kind;
-use crate::protocol::BadState;
+use crate::protocol::{BadState, Wake};
 use crate::segment::{Element, Layout, Segment};
 use crate::sys;
 use crate::wait::{Watch, own_tag};
@@ -17,22 +17,32 @@ use crate::{Error, Result};
 
 /// How long an end looks at an empty (or full) ring before it sleeps: the other side on
 /// another core moves its counter a piece at a time, every few microseconds while it copies,
-/// far sooner than a sleep and a wake (tens of microseconds for the two of them).
+/// far sooner than a sleep and a wake.
 const SPIN_FOR: Duration = Duration::from_micros(50);
 
+/// How long after it woke the other side an end keeps looking, yielding its core between
+/// looks, before it sleeps. A woken process may take longer than [`SPIN_FOR`] to run again
+/// (a core of a virtual machine that went idle, say); if the waker slept in that time, it would
+/// need waking in turn, and the two would go on taking turns to sleep, a wake per ring.
+const SPIN_AFTER_WAKE: Duration = Duration::from_millis(1);
+
 /// The spin before a sleep: [`SPIN_FOR`] from the first time the ring was found empty (or
-/// full).
+/// full), then, if this end woke the other less than [`SPIN_AFTER_WAKE`] ago, yields until
+/// then.
 struct Spin {
-    /// When the spin ends, from the first turn.
+    /// When the pure spin ends, from the first turn.
     until: Option<Instant>,
+    /// When this end last woke the other side.
+    woke: Option<Instant>,
     /// Set when it has ended: the next step raises the flag and may sleep.
     over: bool,
 }
 
 impl Spin {
-    fn new() -> Spin {
+    fn new(woke: Option<Instant>) -> Spin {
         Spin {
             until: None,
+            woke,
             over: false,
         }
     }
@@ -42,15 +52,26 @@ impl Spin {
         self.over
     }
 
+    /// Counts a wake of the other side by this end.
+    fn woke(&mut self, wake: Wake, woke: &mut Option<Instant>) {
+        if wake != Wake::None {
+            let now = Instant::now();
+            self.woke = Some(now);
+            *woke = Some(now);
+        }
+    }
+
     /// One more look at the ring after a pause.
     fn turn(&mut self) {
         let now = Instant::now();
-        match self.until {
-            None => self.until = Some(now + SPIN_FOR),
-            Some(until) if now >= until => self.over = true,
-            Some(_) => {}
+        let until = *self.until.get_or_insert(now + SPIN_FOR);
+        if now < until {
+            std::hint::spin_loop();
+        } else if self.woke.is_some_and(|w| now < w + SPIN_AFTER_WAKE) {
+            std::thread::yield_now();
+        } else {
+            self.over = true;
         }
-        std::hint::spin_loop();
     }
 }
 
@@ -152,9 +173,11 @@ pub fn pipe(capacity: usize) -> Result<(PipeWriter, PipeReader)> {
     Ok((
         PipeWriter {
             pipe: end(End::Writer),
+            woke: None,
         },
         PipeReader {
             pipe: end(End::Reader),
+            woke: None,
             lent: None,
         },
     ))
@@ -310,6 +333,8 @@ fn state<'a>(segment: &'a Segment, layout: &Layout) -> PipeState<'a> {
 /// then the end is this process's: if it ends first, the reader gets a broken pipe.
 pub struct PipeWriter {
     pipe: Pipe,
+    /// When this end last woke the reader.
+    woke: Option<Instant>,
 }
 
 /// The reading end of a [`pipe`]: [`io::Read`] and [`io::BufRead`], whose `fill_buf` lends
@@ -324,6 +349,8 @@ pub struct PipeWriter {
 /// [`PipeReader::open`].
 pub struct PipeReader {
     pipe: Pipe,
+    /// When this end last woke the writer.
+    woke: Option<Instant>,
     /// What the last `fill_buf` lent: the head and how many bytes.
     lent: Option<(u64, usize)>,
 }
@@ -348,6 +375,7 @@ impl PipeWriter {
     pub fn open(handle: Handle<PipeWriter>) -> Result<PipeWriter> {
         Ok(PipeWriter {
             pipe: Pipe::open(handle, End::Writer)?,
+            woke: None,
         })
     }
 }
@@ -373,11 +401,11 @@ impl PipeWriter {
         if buf.is_empty() {
             return Ok(0);
         }
-        let pipe = &self.pipe;
+        let PipeWriter { pipe, woke } = self;
         pipe.check_process()?;
         let state = pipe.state();
         let watch = Watch::new();
-        let mut spin = Spin::new();
+        let mut spin = Spin::new(*woke);
         let mut done = 0;
         loop {
             let epoch = watch.epoch();
@@ -406,6 +434,7 @@ impl PipeWriter {
                         to.copy_from_slice(&buf[done..done + n_usize]);
                         let wake = state.publish(at, n);
                         let _ = sys::wake(&state.words().data_seq, wake);
+                        spin.woke(wake, woke);
                         moved += n;
                         done += n_usize;
                     }
@@ -446,6 +475,7 @@ impl PipeReader {
     pub fn open(handle: Handle<PipeReader>) -> Result<PipeReader> {
         Ok(PipeReader {
             pipe: Pipe::open(handle, End::Reader)?,
+            woke: None,
             lent: None,
         })
     }
@@ -465,6 +495,9 @@ impl BufRead for PipeReader {
             let state = self.pipe.state();
             let wake = state.consume(head, n as u64);
             let _ = sys::wake(&state.words().space_seq, wake);
+            if wake != Wake::None {
+                self.woke = Some(Instant::now());
+            }
         }
         if n < lent {
             self.lent = Some((head.wrapping_add(n as u64), lent - n));
@@ -482,7 +515,7 @@ impl PipeReader {
         let state = pipe.state();
         let capacity = pipe.capacity();
         let watch = Watch::new();
-        let mut spin = Spin::new();
+        let mut spin = Spin::new(self.woke);
         loop {
             let epoch = watch.epoch();
             let announce = spin.over();
@@ -531,13 +564,13 @@ impl PipeReader {
         if buf.is_empty() {
             return Ok(0);
         }
+        let PipeReader { pipe, woke, lent } = self;
         // A `consume` after a `read` has nothing of the last `fill_buf` left to free.
-        self.lent = None;
-        let pipe = &self.pipe;
+        *lent = None;
         pipe.check_process()?;
         let state = pipe.state();
         let watch = Watch::new();
-        let mut spin = Spin::new();
+        let mut spin = Spin::new(*woke);
         let mut done = 0;
         loop {
             let epoch = watch.epoch();
@@ -565,6 +598,7 @@ impl PipeReader {
                         buf[done..done + n_usize].copy_from_slice(from);
                         let wake = state.consume(at, n);
                         let _ = sys::wake(&state.words().space_seq, wake);
+                        spin.woke(wake, woke);
                         moved += n;
                         done += n_usize;
                     }

@@ -211,6 +211,7 @@ impl<'a> PipeState<'a> {
     }
 
     /// How many bytes a side moves between two updates of its counter.
+    #[cfg(test)]
     pub(crate) fn piece(&self) -> u64 {
         self.piece
     }
