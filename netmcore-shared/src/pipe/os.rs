@@ -9,65 +9,46 @@ use std::time::{Duration, Instant};
 use super::state::{End, PipeState, PipeWords, ReadStep, Refused, WriteStep};
 use crate::handle::{Handle, fingerprint};
 use crate::header::Kind;
-use crate::protocol::{BadState, Wake};
+use crate::protocol::BadState;
 use crate::segment::{Element, Layout, Segment};
 use crate::sys;
 use crate::wait::{Watch, own_tag};
 use crate::{Error, Result};
 
-/// How long an end looks at an empty (or full) ring before it sleeps: the other side on
-/// another core moves its counter a piece at a time, every few microseconds while it copies,
-/// far sooner than a sleep and a wake.
+/// How long an end keeps looking at an empty (or full) ring before it sleeps: the other side
+/// moves its counter a piece at a time, every few microseconds while it copies, far sooner
+/// than a sleep and a wake.
 const SPIN_FOR: Duration = Duration::from_micros(50);
 
-/// How long after it woke the other side an end keeps looking, yielding its core between
-/// looks, before it sleeps. A woken process may take longer than [`SPIN_FOR`] to run again
-/// (a core of a virtual machine that went idle, say); if the waker slept in that time, it would
-/// need waking in turn, and the two would go on taking turns to sleep, a wake per ring.
-const SPIN_AFTER_WAKE: Duration = Duration::from_millis(1);
-
-/// The spin before a sleep: [`SPIN_FOR`] from the first time the ring was found empty (or
-/// full), then, if this end woke the other less than [`SPIN_AFTER_WAKE`] ago, yields until
-/// then.
+/// The look before a sleep: for [`SPIN_FOR`] from the first time the ring was found empty
+/// (or full), yielding the core between looks. The yield matters when both ends run on one
+/// core (a wake tends to put the woken process beside its waker): a spin that keeps the core
+/// only delays the other side, which cannot move before the spinner gives up; on a core of
+/// its own, a yield with nobody else to run returns at once.
 struct Spin {
-    /// When the pure spin ends, from the first turn.
+    /// When the look ends, from the first turn.
     until: Option<Instant>,
-    /// When this end last woke the other side.
-    woke: Option<Instant>,
     /// Set when it has ended: the next step raises the flag and may sleep.
     over: bool,
 }
 
 impl Spin {
-    fn new(woke: Option<Instant>) -> Spin {
+    fn new() -> Spin {
         Spin {
             until: None,
-            woke,
             over: false,
         }
     }
 
-    /// Whether the spin is over (the step announces a sleep).
+    /// Whether the look is over (the step announces a sleep).
     fn over(&self) -> bool {
         self.over
     }
 
-    /// Counts a wake of the other side by this end.
-    fn woke(&mut self, wake: Wake, woke: &mut Option<Instant>) {
-        if wake != Wake::None {
-            let now = Instant::now();
-            self.woke = Some(now);
-            *woke = Some(now);
-        }
-    }
-
-    /// One more look at the ring after a pause.
+    /// One more look at the ring after this one: yields the core, or ends the look.
     fn turn(&mut self) {
         let now = Instant::now();
-        let until = *self.until.get_or_insert(now + SPIN_FOR);
-        if now < until {
-            std::hint::spin_loop();
-        } else if self.woke.is_some_and(|w| now < w + SPIN_AFTER_WAKE) {
+        if now < *self.until.get_or_insert(now + SPIN_FOR) {
             std::thread::yield_now();
         } else {
             self.over = true;
@@ -173,11 +154,9 @@ pub fn pipe(capacity: usize) -> Result<(PipeWriter, PipeReader)> {
     Ok((
         PipeWriter {
             pipe: end(End::Writer),
-            woke: None,
         },
         PipeReader {
             pipe: end(End::Reader),
-            woke: None,
             lent: None,
         },
     ))
@@ -333,8 +312,6 @@ fn state<'a>(segment: &'a Segment, layout: &Layout) -> PipeState<'a> {
 /// then the end is this process's: if it ends first, the reader gets a broken pipe.
 pub struct PipeWriter {
     pipe: Pipe,
-    /// When this end last woke the reader.
-    woke: Option<Instant>,
 }
 
 /// The reading end of a [`pipe`]: [`io::Read`] and [`io::BufRead`], whose `fill_buf` lends
@@ -349,8 +326,6 @@ pub struct PipeWriter {
 /// [`PipeReader::open`].
 pub struct PipeReader {
     pipe: Pipe,
-    /// When this end last woke the writer.
-    woke: Option<Instant>,
     /// What the last `fill_buf` lent: the head and how many bytes.
     lent: Option<(u64, usize)>,
 }
@@ -375,7 +350,6 @@ impl PipeWriter {
     pub fn open(handle: Handle<PipeWriter>) -> Result<PipeWriter> {
         Ok(PipeWriter {
             pipe: Pipe::open(handle, End::Writer)?,
-            woke: None,
         })
     }
 }
@@ -401,11 +375,11 @@ impl PipeWriter {
         if buf.is_empty() {
             return Ok(0);
         }
-        let PipeWriter { pipe, woke } = self;
+        let pipe = &self.pipe;
         pipe.check_process()?;
         let state = pipe.state();
         let watch = Watch::new();
-        let mut spin = Spin::new(*woke);
+        let mut spin = Spin::new();
         let mut done = 0;
         loop {
             let epoch = watch.epoch();
@@ -434,7 +408,6 @@ impl PipeWriter {
                         to.copy_from_slice(&buf[done..done + n_usize]);
                         let wake = state.publish(at, n);
                         let _ = sys::wake(&state.words().data_seq, wake);
-                        spin.woke(wake, woke);
                         moved += n;
                         done += n_usize;
                     }
@@ -475,7 +448,6 @@ impl PipeReader {
     pub fn open(handle: Handle<PipeReader>) -> Result<PipeReader> {
         Ok(PipeReader {
             pipe: Pipe::open(handle, End::Reader)?,
-            woke: None,
             lent: None,
         })
     }
@@ -495,9 +467,6 @@ impl BufRead for PipeReader {
             let state = self.pipe.state();
             let wake = state.consume(head, n as u64);
             let _ = sys::wake(&state.words().space_seq, wake);
-            if wake != Wake::None {
-                self.woke = Some(Instant::now());
-            }
         }
         if n < lent {
             self.lent = Some((head.wrapping_add(n as u64), lent - n));
@@ -515,7 +484,7 @@ impl PipeReader {
         let state = pipe.state();
         let capacity = pipe.capacity();
         let watch = Watch::new();
-        let mut spin = Spin::new(self.woke);
+        let mut spin = Spin::new();
         loop {
             let epoch = watch.epoch();
             let announce = spin.over();
@@ -564,13 +533,13 @@ impl PipeReader {
         if buf.is_empty() {
             return Ok(0);
         }
-        let PipeReader { pipe, woke, lent } = self;
         // A `consume` after a `read` has nothing of the last `fill_buf` left to free.
-        *lent = None;
+        self.lent = None;
+        let pipe = &self.pipe;
         pipe.check_process()?;
         let state = pipe.state();
         let watch = Watch::new();
-        let mut spin = Spin::new(*woke);
+        let mut spin = Spin::new();
         let mut done = 0;
         loop {
             let epoch = watch.epoch();
@@ -598,7 +567,6 @@ impl PipeReader {
                         buf[done..done + n_usize].copy_from_slice(from);
                         let wake = state.consume(at, n);
                         let _ = sys::wake(&state.words().space_seq, wake);
-                        spin.woke(wake, woke);
                         moved += n;
                         done += n_usize;
                     }
