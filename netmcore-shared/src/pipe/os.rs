@@ -766,6 +766,19 @@ mod tests {
                         "{e}"
                     ),
                 }
+                let mut out = [0; 5];
+                match reader.read_some(&mut out, false) {
+                    Ok(n) => prop_assert!(n <= 5),
+                    Err(e) => prop_assert!(
+                        matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::InvalidData
+                                | io::ErrorKind::BrokenPipe
+                        ),
+                        "{e}"
+                    ),
+                }
                 match reader.fill(false).map(<[u8]>::len) {
                     Ok(n) => {
                         prop_assert!(n <= 64);
