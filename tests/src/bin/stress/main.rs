@@ -28,7 +28,11 @@
 //! band reads back exactly as its worker wrote it), and processes meeting at a `Barrier` round
 //! after round (`barriers.rs`: every round has all its arrivals and one leader, and a
 //! participant that dies before a round breaks it for the others, whose wait is `Broken`
-//! rather than a hang). The seed replays the same draws.
+//! rather than a hang), and streams through a `pipe` between a writer and a reader process
+//! (`pipes.rs`: every byte received is checked, so what comes is a prefix of what was sent;
+//! a writer that dies without closing is a broken pipe for the reader after its last byte,
+//! never an end-of-file, and a reader that dies is a broken pipe for the writer). The seed
+//! replays the same draws.
 //!
 //! Every object the run names starts with `/netmcore-stress-<supervisor pid>-`, so that the
 //! leak check sees only this run's objects; the segments of structures are named by netmcore
@@ -44,6 +48,7 @@ mod claims;
 mod coordinator;
 mod hostile;
 mod master;
+mod pipes;
 use netmcore_tests::procs;
 mod report;
 mod rng;

@@ -51,12 +51,13 @@ usage: stress [--processes N] [--duration D] [--seed S] [--coordinators K] [--wa
   --wave W          the most actions in one wave (default 6)
   --without ACTIONS leave these actions out of the mix, comma-separated, from: plain, nowait,
                     fault, kill, nest, shm, prealloc, sem, file, misuse, hostile, mutex, churn,
-                    claims, barrier
-  --no-resources    the same as --without shm,prealloc,sem,file,mutex,churn,claims,barrier
+                    claims, barrier, pipe
+  --no-resources    the same as --without shm,prealloc,sem,file,mutex,churn,claims,barrier,
+                    pipe
   --stall D         declare a hang when no process starts for this long (default 90s)";
 
 /// The actions `--no-resources` leaves out: those that create objects.
-const NO_RESOURCES: &str = "shm,prealloc,sem,file,mutex,churn,claims,barrier";
+const NO_RESOURCES: &str = "shm,prealloc,sem,file,mutex,churn,claims,barrier,pipe";
 
 /// The command line.
 #[derive(Debug, Clone)]
@@ -615,6 +616,8 @@ fn summarize(
         );
         row("shared barrier rounds", format!("{}", t.rounds));
         row("  barriers broken by a death", format!("{}", t.broken));
+        row("bytes through shared pipes", format!("{}", t.piped));
+        row("  broken pipes after a death", format!("{}", t.pipe_breaks));
         if t.failure_count > 0 {
             problems.push(format!("{} checks failed", t.failure_count));
             for f in &t.failures {
