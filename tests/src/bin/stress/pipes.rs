@@ -246,7 +246,13 @@ fn check_pipe(arg: &PipeArg, writing: ProcessId, reading: ProcessId) -> Result<S
                 Ending::Broken
             };
             match (&wrote, &got) {
-                (Ok(None), Ok(Some(Ok(Got { received, ending: e })))) if *received == after && *e == ending => {
+                (
+                    Ok(None),
+                    Ok(Some(Ok(Got {
+                        received,
+                        ending: e,
+                    }))),
+                ) if *received == after && *e == ending => {
                     Ok(seen(after, u64::from(ending == Ending::Broken)))
                 }
                 _ => fail(&format!(
@@ -374,10 +380,7 @@ pub fn pipe_reader(u: PipeReaderUse) -> Result<Got, String> {
 
 /// Checks that `bytes` are the stream's from byte `at`.
 fn check(seed: u64, at: u64, bytes: &[u8]) -> io::Result<()> {
-    match (at..)
-        .zip(bytes)
-        .find(|&(i, &b)| b != stream_byte(seed, i))
-    {
+    match (at..).zip(bytes).find(|&(i, &b)| b != stream_byte(seed, i)) {
         None => Ok(()),
         Some((i, &b)) => Err(io::Error::other(format!(
             "byte {i} is {b:#04x}, not {:#04x}",
