@@ -720,7 +720,7 @@ mod tests {
         let o = Options::parse(&args("--duration 2m --seed 7 --no-resources")).expect("parses");
         assert_eq!(o.processes, None);
         assert_eq!(o.duration, Some(Duration::from_secs(120)));
-        assert_eq!((o.seed, o.disabled), (Some(7), 0b111_1001_1110_0000));
+        assert_eq!((o.seed, o.disabled), (Some(7), 0b1111_1001_1110_0000));
         let o = Options::parse(&args("--without kill,nest")).expect("parses");
         assert_eq!(o.disabled, 0b1_1000);
         assert!(Options::parse(&args("--without fork")).is_err());
