@@ -56,14 +56,15 @@ impl Spin {
     }
 }
 
-/// The proof that the calling process owns a pipe's reader end and that the protocol's step
-/// just found the bytes it covers between the head and the tail, which `sys::readable_bytes`
-/// consumes. Only this module makes one.
+/// The proof that the calling process owns a pipe's reader end and that the protocol's last
+/// step found the bytes it covers between the head and the tail (all of them, or one piece
+/// that the head has not passed yet), which `sys::readable_bytes` consumes. Only this module
+/// makes one.
 pub(crate) struct Readable(());
 
-/// The proof that the calling process owns a pipe's writer end and that the protocol's step
-/// just found the bytes it covers free, which `sys::writable_bytes` consumes. Only this module
-/// makes one.
+/// The proof that the calling process owns a pipe's writer end and that the protocol's last
+/// step found the bytes it covers free (all of them, or one piece that the tail has not
+/// passed yet), which `sys::writable_bytes` consumes. Only this module makes one.
 pub(crate) struct Writable(());
 
 /// The type whose fingerprint a pipe's header records: both ends' handles name the one
@@ -303,13 +304,16 @@ fn state<'a>(segment: &'a Segment, layout: &Layout) -> PipeState<'a> {
 /// The writing end of a [`pipe`]: [`io::Write`]. Dropping it closes the stream: the reader
 /// reads what was written, then end-of-file.
 ///
-/// A `write` blocks while the ring is full, and writes as much as fits. It fails with
+/// A `write` blocks while the ring is full, and writes as much as fits: a piece at a time (a
+/// quarter of the ring, from 4 to 16 KiB), each readable as soon as it is in, so that the
+/// reader copies one out while the next is copied in. It fails with
 /// [`io::ErrorKind::BrokenPipe`] once the reader dropped its end or its process died;
 /// with [`io::ErrorKind::InvalidData`] when the ring's counters are corrupt.
 ///
 /// **Moving.** [`PipeWriter::into_handle`] gives the end away; exactly one process (this one
 /// or another) opens it with [`PipeWriter::open`], and a second open is [`Error::Busy`]. Until
-/// then the end is this process's: if it ends first, the reader gets a broken pipe.
+/// then the end is this process's: if it ends first, the reader gets a broken pipe (a read
+/// waiting on it is woken by the death).
 pub struct PipeWriter {
     pipe: Pipe,
 }
@@ -317,7 +321,8 @@ pub struct PipeWriter {
 /// The reading end of a [`pipe`]: [`io::Read`] and [`io::BufRead`], whose `fill_buf` lends
 /// the ring's bytes without a copy.
 ///
-/// A read blocks while the ring is empty. It returns end-of-file (`Ok(0)`) after the last
+/// A read blocks while the ring is empty; it frees the ring a piece at a time as it copies.
+/// It returns end-of-file (`Ok(0)`) after the last
 /// byte once the writer dropped its end, and fails with [`io::ErrorKind::BrokenPipe`] after
 /// the last byte when the writer's process died without closing it — never a clean end;
 /// with [`io::ErrorKind::InvalidData`] when the ring's counters are corrupt.
