@@ -71,6 +71,8 @@ impl Report {
             line("rounds", &t.rounds);
             line("broken", &t.broken);
             line("messages", &t.messages);
+            line("piped", &t.piped);
+            line("pipe_breaks", &t.pipe_breaks);
             line("waves", &t.waves);
             line("failure_count", &t.failure_count);
             for f in &t.failures {
@@ -130,6 +132,8 @@ impl Report {
                 "rounds" => t.rounds = num()?,
                 "broken" => t.broken = num()?,
                 "messages" => t.messages = num()?,
+                "piped" => t.piped = num()?,
+                "pipe_breaks" => t.pipe_breaks = num()?,
                 "waves" => t.waves = num()?,
                 "failure_count" => t.failure_count = num()?,
                 "failure" => t.failures.push(value.to_owned()),
@@ -204,6 +208,8 @@ mod tests {
             rounds: 50,
             broken: 3,
             messages: 77,
+            piped: 1 << 20,
+            pipe_breaks: 4,
             waves: 3,
             failure_count: 1,
             failures: vec!["compute P3 gave\nnothing".to_owned()],
@@ -230,6 +236,7 @@ mod tests {
             (t.claims, t.overlaps, t.dead_claims, t.rounds, t.broken),
             (31, 8, 2, 50, 3)
         );
+        assert_eq!((t.piped, t.pipe_breaks), (1 << 20, 4));
         assert_eq!(
             (t.injected[2], t.survived[2], t.created[3], t.actions[8]),
             (5, 4, 9, 2)

@@ -47,6 +47,10 @@ pub struct Seen {
     pub broken: u64,
     /// Messages that came through shared channels.
     pub messages: u64,
+    /// Bytes that came through shared pipes, each checked.
+    pub piped: u64,
+    /// Broken pipes seen by the survivor of a death.
+    pub pipe_breaks: u64,
 }
 
 /// Joins the processes of a structure action and checks the structure.

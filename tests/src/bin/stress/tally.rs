@@ -67,13 +67,13 @@ pub const OBJECT_NAMES: [&str; OBJECT_KINDS] = [
 ];
 
 /// The short names of the actions, for `--without`, by index of [`ACTION_NAMES`].
-pub const ACTION_KEYS: [&str; 16] = [
+pub const ACTION_KEYS: [&str; 17] = [
     "plain", "nowait", "fault", "kill", "nest", "shm", "prealloc", "sem", "file", "misuse",
-    "hostile", "mutex", "churn", "claims", "barrier", "channel",
+    "hostile", "mutex", "churn", "claims", "barrier", "channel", "pipe",
 ];
 
 /// The kinds of action a coordinator draws, as indexes of [`Tally::actions`].
-pub const ACTION_NAMES: [&str; 16] = [
+pub const ACTION_NAMES: [&str; 17] = [
     "plain start+join",
     "plain join_nowait",
     "fault",
@@ -90,6 +90,7 @@ pub const ACTION_NAMES: [&str; 16] = [
     "shared vector claims",
     "shared barrier",
     "shared channel",
+    "shared pipe",
 ];
 
 /// The counts of a coordinator (or, summed, of the whole run).
@@ -124,6 +125,10 @@ pub struct Tally {
     pub broken: u64,
     /// Messages that came through shared channels.
     pub messages: u64,
+    /// Bytes that came through shared pipes, each checked.
+    pub piped: u64,
+    /// Broken pipes seen by the survivor of a death.
+    pub pipe_breaks: u64,
     /// Actions drawn, by the index of [`ACTION_NAMES`].
     pub actions: [u64; ACTION_NAMES.len()],
     /// Waves run.
@@ -166,6 +171,8 @@ impl Tally {
         self.rounds += other.rounds;
         self.broken += other.broken;
         self.messages += other.messages;
+        self.piped += other.piped;
+        self.pipe_breaks += other.pipe_breaks;
         add_all(&mut self.actions, &other.actions);
         self.waves += other.waves;
         self.failure_count += other.failure_count;
