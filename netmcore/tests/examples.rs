@@ -165,7 +165,7 @@ fn nqueens_counts_12_and_92_in_every_mode_and_leaves_nothing() {
     for (n, classes) in [("8", 12), ("10", 92)] {
         let all = run_nqueens(&[n]);
         assert!(all.contains(&format!("nqueens {n}: ")), "{all}");
-        for mode in ["sequential", "shared"] {
+        for mode in ["sequential", "shared", "channel"] {
             assert_eq!(nqueens_count(&all, mode), Some(classes), "{all}");
             let alone = run_nqueens(&[n, mode]);
             assert_eq!(nqueens_count(&alone, mode), Some(classes), "{alone}");

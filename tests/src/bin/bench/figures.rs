@@ -597,14 +597,16 @@ const NQUEENS_SIZE: usize = 12;
 /// process; its sample is their quotient. The two counts must agree.
 ///
 /// Beside it, for reading the speed-up: `nqueens12_sequential_ms` and `nqueens12_shared_ms`,
-/// the two times, and `nqueens1_shared_ms`, the shared mode for n = 1 (one trivial opening):
-/// its fixed costs alone.
+/// the two times; `nqueens1_shared_ms`, the shared mode for n = 1 (one trivial opening): its
+/// fixed costs alone; and `nqueens12_channel_ms`, the example's `channel` mode (one worker per
+/// core sends the canonical forms over a `shared::channel` to the measuring process).
 pub fn nqueens12_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let worker = crate::parallel::def_set_worker()?;
+    let sender = crate::parallel::def_send_worker()?;
     let measure = process::def_process(move |plan: Plan| {
         let millis = |start: Instant| start.elapsed().as_secs_f64() * 1e3;
-        let once = || -> anyhow::Result<[f64; 4]> {
+        let once = || -> anyhow::Result<[f64; 5]> {
             let start = Instant::now();
             let alone = black_box(crate::board::sequential(black_box(NQUEENS_SIZE)));
             let sequential = millis(start);
@@ -618,13 +620,20 @@ pub fn nqueens12_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
             let start = Instant::now();
             crate::parallel::count_with_set(&worker, 1, cores)?;
             let fixed = millis(start);
-            Ok([sequential / parallel, sequential, parallel, fixed])
+            let start = Instant::now();
+            let sent = crate::parallel::count_with_channel(&sender, NQUEENS_SIZE, cores)?;
+            let channel = millis(start);
+            ensure!(
+                sent == alone,
+                "the channel's collector counted {sent} classes, one process {alone}"
+            );
+            Ok([sequential / parallel, sequential, parallel, fixed, channel])
         };
         let run = || -> anyhow::Result<Vec<f64>> {
             for _ in 0..plan.warmup {
                 once()?;
             }
-            let mut values = Vec::with_capacity(4 * plan.reps);
+            let mut values = Vec::with_capacity(5 * plan.reps);
             for _ in 0..plan.reps {
                 values.extend(once()?);
             }
@@ -643,6 +652,7 @@ pub fn nqueens12_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
         "nqueens12_sequential_ms",
         "nqueens12_shared_ms",
         "nqueens1_shared_ms",
+        "nqueens12_channel_ms",
     ];
     Ok(values
         .chunks_exact(names.len())

@@ -217,6 +217,7 @@ pub const JOBS: [Job; 17] = [
             "nqueens12_sequential_ms",
             "nqueens12_shared_ms",
             "nqueens1_shared_ms",
+            "nqueens12_channel_ms",
         ],
         run: figures::nqueens12_speedup,
     },
