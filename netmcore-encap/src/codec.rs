@@ -55,6 +55,54 @@ where
     }
 }
 
+/// The length of the encoding of `value`, found by serializing it into a counter (nothing is
+/// written anywhere; a byte string counts its length at once).
+pub(crate) fn encoded_len<T>(value: &T) -> Result<usize, String>
+where
+    T: Serialize + ?Sized,
+{
+    postcard::serialize_with_flavor(value, Count(0)).map_err(|error| encode_message(&error))
+}
+
+/// Serializes `value` into the front of `out` and returns how many bytes it used.
+///
+/// `Ok(None)` when the encoding does not fit in `out` (what was written before the end is left
+/// there, meaningless).
+pub(crate) fn encode_to_slice<T>(value: &T, out: &mut [u8]) -> Result<Option<usize>, String>
+where
+    T: Serialize + ?Sized,
+{
+    match postcard::to_slice(value, out) {
+        Ok(used) => Ok(Some(used.len())),
+        // The slice flavor fails only when it is full.
+        Err(postcard::Error::SerializeBufferFull) => Ok(None),
+        Err(error) => Err(encode_message(&error)),
+    }
+}
+
+/// A postcard flavor that only counts the bytes it is given.
+struct Count(usize);
+
+impl Flavor for Count {
+    type Output = usize;
+
+    #[inline]
+    fn try_push(&mut self, _data: u8) -> postcard::Result<()> {
+        self.0 += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0 += data.len();
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.0)
+    }
+}
+
 /// A postcard flavor that appends to a `Vec<u8>` it owns for the duration of the serialization.
 ///
 /// Unlike postcard's own `AllocVec` it starts from a vector that already holds the envelope

@@ -102,10 +102,12 @@ mod codec;
 mod encap;
 mod envelope;
 mod error;
+mod payload;
 
 pub use bytes::ByteBuf;
 pub use encap::{Encap, SharedBytes, with_shared_source};
 pub use error::EncapError;
+pub use payload::{decode_exact, encode_to_slice, encoded_len};
 
 /// The first four bytes of every envelope: `NMEC`.
 pub const MAGIC: [u8; 4] = *b"NMEC";

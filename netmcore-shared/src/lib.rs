@@ -97,6 +97,11 @@ mod vec;
 mod barrier;
 #[cfg_attr(
     netmcore_loom,
+    allow(dead_code, reason = "under loom only the models run, not the OS layer")
+)]
+mod channel;
+#[cfg_attr(
+    netmcore_loom,
     allow(dead_code, reason = "under loom only the models run, not the vectors")
 )]
 mod claims;
@@ -154,6 +159,8 @@ pub use archive::Archive;
 pub use atomics::SharedAtomics;
 #[cfg(not(netmcore_loom))]
 pub use barrier::Barrier;
+#[cfg(not(netmcore_loom))]
+pub use channel::{Receiver, Sender, channel};
 #[cfg(not(netmcore_loom))]
 pub use condvar::Condvar;
 pub use error::{Error, Result};

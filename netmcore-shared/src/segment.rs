@@ -70,6 +70,34 @@ pub(crate) const PIPE_WORDS: usize = 192;
 /// The number of claim slots of a vector or matrix: at most this many claims are live at
 /// once (more is `Error::Full`).
 pub(crate) const CLAIM_SLOTS: usize = 64;
+/// Bytes of a channel's words (`ChannelWords`: three cache lines: the senders', the
+/// receivers', the ends').
+pub(crate) const CHANNEL_WORDS: usize = 192;
+/// Bytes of the words at the start of a channel slot (`SlotWords`: stamp, seq, length).
+pub(crate) const CHANNEL_SLOT_WORDS: usize = 16;
+/// Bytes of one entry of a channel's ends table.
+pub(crate) const CHANNEL_END: usize = 8;
+/// The alignment of a channel's slots: a cache line, so that neighbours do not share one.
+pub(crate) const CHANNEL_SLOT_ALIGN: usize = 64;
+
+/// The bytes of one slot of a channel whose messages are at most `max_message` bytes: its
+/// words, then the message, rounded up to whole cache lines.
+pub(crate) fn channel_slot(max_message: usize) -> Option<usize> {
+    align_up(
+        CHANNEL_SLOT_WORDS.checked_add(max_message)?,
+        CHANNEL_SLOT_ALIGN,
+    )
+}
+
+/// The element of a channel with messages of at most `max_message` bytes, as its header
+/// records it.
+pub(crate) fn channel_element(max_message: usize) -> Element {
+    Element {
+        size: max_message,
+        align: CHANNEL_SLOT_ALIGN,
+    }
+}
+
 /// Bytes of a hash table's words (`MapWords`: lock and length).
 pub(crate) const MAP_WORDS: usize = 8;
 
@@ -321,6 +349,25 @@ impl Layout {
         )
     }
 
+    /// A channel of `capacity` slots (at least 1) for messages of at most `max_message` bytes
+    /// (less than `u32::MAX`): its words, 64-aligned, the ends table, then the slots, each
+    /// [`channel_slot`] bytes and 64-aligned.
+    pub(crate) fn channel(capacity: usize, max_message: usize) -> Option<Layout> {
+        if capacity == 0 || max_message >= u32::MAX as usize {
+            return None;
+        }
+        const _: () = assert!(HEADER_LEN.is_multiple_of(64));
+        build(
+            Kind::Channel,
+            channel_element(max_message),
+            capacity,
+            0,
+            CHANNEL_WORDS,
+            (crate::channel::state::ENDS, CHANNEL_END, 8),
+            capacity.checked_mul(channel_slot(max_message)?)?,
+        )
+    }
+
     /// An `Archive<T>` of `len` archived bytes: no words, the bytes right after the header,
     /// [`ARCHIVE_ALIGN`]-aligned as rkyv's root and the values under it need.
     pub(crate) fn archive(len: usize) -> Option<Layout> {
@@ -330,7 +377,6 @@ impl Layout {
 
     /// The layout of `kind` for `element` with the counts a header records, if it has one.
     ///
-    /// The kinds whose layouts are not defined yet (channels) have none.
     pub(crate) fn of(kind: Kind, element: Element, count: u64, columns: u64) -> Option<Layout> {
         let count_usize = usize::try_from(count).ok()?;
         let columns_usize = usize::try_from(columns).ok()?;
@@ -347,6 +393,9 @@ impl Layout {
             }
             Kind::Pipe if columns == 0 && element == Element::of::<u8>() => {
                 Layout::pipe(count_usize)
+            }
+            Kind::Channel if columns == 0 && element.align == CHANNEL_SLOT_ALIGN => {
+                Layout::channel(count_usize, element.size)
             }
             Kind::Archive if columns == 0 && element == ARCHIVE_ELEMENT => {
                 Layout::archive(count_usize)
@@ -910,7 +959,7 @@ mod tests {
         sizes.element_count = 1;
         let header = Header::new(Kind::Condvar, 42, sizes);
         assert!(Layout::check(&header, Element::NONE, ResId(3)).is_err());
-        // Kinds whose layout is not defined yet.
+        // A channel without slots has no layout.
         let header = Header::new(Kind::Channel, 42, Sizes::default());
         let err = Layout::check(&header, Element::NONE, ResId(3)).expect_err("no layout");
         assert!(err.to_string().contains("no channel layout"), "{err}");

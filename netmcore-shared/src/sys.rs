@@ -214,6 +214,7 @@ unsafe impl SharedWords for AtomicU64 {}
 mod words {
     use super::SharedWords;
     use crate::barrier::state::BarrierWords;
+    use crate::channel::state::{ChannelWords, SlotWords};
     use crate::claims::state::{ClaimSlot, ClaimsWords};
     use crate::condvar::state::CondvarWords;
     use crate::map::state::MapWords;
@@ -221,7 +222,8 @@ mod words {
     use crate::pipe::state::PipeWords;
 
     use crate::segment::{
-        BARRIER_WORDS, CLAIM_SLOT, CLAIMS_WORDS, CONDVAR_WORDS, MAP_WORDS, MUTEX_WORDS, PIPE_WORDS,
+        BARRIER_WORDS, CHANNEL_SLOT_WORDS, CHANNEL_WORDS, CLAIM_SLOT, CLAIMS_WORDS, CONDVAR_WORDS,
+        MAP_WORDS, MUTEX_WORDS, PIPE_WORDS,
     };
 
     // No padding: each size is the sum of the sizes of the fields. The segment layouts use
@@ -235,6 +237,9 @@ mod words {
     const _: () = assert!(size_of::<MapWords>() == 8 && MAP_WORDS == 8);
     const _: () = assert!(size_of::<PipeWords>() == 192 && PIPE_WORDS == 192);
     const _: () = assert!(align_of::<PipeWords>() == 64);
+    const _: () = assert!(size_of::<ChannelWords>() == 192 && CHANNEL_WORDS == 192);
+    const _: () = assert!(align_of::<ChannelWords>() == 64);
+    const _: () = assert!(size_of::<SlotWords>() == 16 && CHANNEL_SLOT_WORDS == 16);
 
     // SAFETY: `#[repr(C)]` of two `AtomicU32`, no padding (asserted above).
     unsafe impl SharedWords for MutexWords {}
@@ -253,6 +258,13 @@ mod words {
     // `AtomicU32` and six `AtomicU64` (64 bytes), twice, then two `AtomicU32` and seven
     // `AtomicU64` (64 bytes): 192 bytes, no padding (asserted above).
     unsafe impl SharedWords for PipeWords {}
+    // SAFETY: `#[repr(C, align(64))]` of three lines of atomics: an `AtomicU64` and seven
+    // `AtomicU64` (64 bytes), twice, then four `AtomicU32` and six `AtomicU64` (64 bytes): 192
+    // bytes, no padding (asserted above).
+    unsafe impl SharedWords for ChannelWords {}
+    // SAFETY: `#[repr(C)]` of an `AtomicU64` then two `AtomicU32`: 16 bytes, no padding
+    // (asserted above).
+    unsafe impl SharedWords for SlotWords {}
 }
 
 /// Memory that stays mapped while it is borrowed: an owned [`Mapping`] (unmapped only when it
@@ -499,6 +511,51 @@ pub(crate) fn writable_bytes<M: Mapped>(
     // published a tail past them, which it does only once the slice is gone; so no one else
     // reads or writes them while it lives.
     unsafe { plain_slice_mut_at::<u8, M>(memory, offset, len) }
+}
+
+/// The bytes of a channel slot that its sender may write: `len` bytes at byte `offset` of
+/// `memory`, exclusively, or `None` if they do not fit.
+///
+/// `writing` is the proof, consumed here so that one claim gives one slice: only
+/// `crate::channel` makes one, right after the queue's step claimed the slot for the calling
+/// process (its stamp says `WRITING` with this process's tag), for the message bytes of that
+/// slot; the slice is gone before the slot is published.
+#[expect(
+    clippy::mut_from_ref,
+    reason = "shared memory: exclusivity comes from the slot's stamp"
+)]
+pub(crate) fn slot_bytes_mut<M: Mapped>(
+    memory: &M,
+    offset: usize,
+    len: usize,
+    writing: crate::channel::Writing,
+) -> Option<&mut [u8]> {
+    let crate::channel::Writing { .. } = writing;
+    // SAFETY: the slot is claimed by this process (the contract of `Writing`): receivers read
+    // a slot only once it is published, and other senders claim it only after a receiver
+    // released it in the next lap, which needs the publication first; so no one else reads or
+    // writes these bytes while the slice lives.
+    unsafe { plain_slice_mut_at::<u8, M>(memory, offset, len) }
+}
+
+/// The bytes of a channel slot that its receiver may read: `len` bytes at byte `offset` of
+/// `memory`, shared, or `None` if they do not fit.
+///
+/// `reading` is the proof, consumed here so that one take gives one slice: only
+/// `crate::channel` makes one, right after the queue's step took the slot for the calling
+/// process (its stamp says `READING` with this process's tag); the slice is gone before the
+/// slot is released.
+pub(crate) fn slot_bytes<M: Mapped>(
+    memory: &M,
+    offset: usize,
+    len: usize,
+    reading: crate::channel::Reading,
+) -> Option<&[u8]> {
+    let crate::channel::Reading { .. } = reading;
+    // SAFETY: the slot is taken by this process (the contract of `Reading`): its sender
+    // published it before, and no sender claims it again before this process releases it,
+    // which it does only once the slice is gone; so no one writes these bytes meanwhile.
+    unsafe { plain_slice_at::<u8, M>(memory, offset, len) }
 }
 
 /// The archived bytes of an archive: `len` bytes at byte `offset` of `memory`, shared, or

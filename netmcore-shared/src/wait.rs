@@ -50,6 +50,17 @@ impl Watch {
         epoch: Option<u32>,
         deadline: Option<Instant>,
     ) -> bool {
+        self.park_on(&[(word, expected)], epoch, deadline)
+    }
+
+    /// Sleeps while every word of `words` (one to three) holds its expected value and the
+    /// board's epoch is still `epoch`, until `deadline` at the latest; as [`Watch::park`].
+    pub(crate) fn park_on(
+        &self,
+        words: &[(&AtomicU32, u32)],
+        epoch: Option<u32>,
+        deadline: Option<Instant>,
+    ) -> bool {
         let timeout = match deadline {
             Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => Some(left),
@@ -57,17 +68,26 @@ impl Watch {
             },
             None => None,
         };
-        let woke = match (self.board, epoch) {
-            (Some(board), Some(epoch)) => {
-                match sys::futex_waitv(&[(word, expected), (board.epoch(), epoch)], timeout) {
-                    Ok(woke) => Ok(woke),
-                    // No futex_waitv: watch the board by polling.
-                    Err(_) => {
-                        sys::futex_wait(word, expected, Some(timeout.map_or(POLL, |t| t.min(POLL))))
-                    }
-                }
+        let Some(&(first, first_expected)) = words.first() else {
+            return true;
+        };
+        let mut all: Vec<(&AtomicU32, u32)> = Vec::with_capacity(words.len() + 1);
+        all.extend_from_slice(words);
+        if let (Some(board), Some(epoch)) = (self.board, epoch) {
+            all.push((board.epoch(), epoch));
+        }
+        let woke = if all.len() == 1 {
+            sys::futex_wait(first, first_expected, timeout)
+        } else {
+            match sys::futex_waitv(&all, timeout) {
+                Ok(woke) => Ok(woke),
+                // No futex_waitv: sleep on the first word, and watch the others by polling.
+                Err(_) => sys::futex_wait(
+                    first,
+                    first_expected,
+                    Some(timeout.map_or(POLL, |t| t.min(POLL))),
+                ),
             }
-            _ => sys::futex_wait(word, expected, timeout),
         };
         match woke {
             Ok(Woke::TimedOut) => deadline.is_none_or(|d| Instant::now() < d),

@@ -2,21 +2,37 @@
 //! package before it runs its tests, into `examples/` beside the directory of this test
 //! binary, so each is run from there as a user would run it.
 
+use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// Runs the example `name` with `args`; returns its standard output, failing if it did not
 /// exit with 0.
 fn run_example(name: &str, args: &[&str]) -> String {
+    run_example_in_group(name, args).0
+}
+
+/// Runs the example `name` with `args` in a process group of its own; returns its standard
+/// output and its pid (the group's id), failing if it did not exit with 0.
+fn run_example_in_group(name: &str, args: &[&str]) -> (String, u32) {
     let exe = std::env::current_exe().expect("the test binary's path");
     let dir: PathBuf = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("a target directory")
         .join("examples");
-    let output = Command::new(dir.join(name))
+    let child = Command::new(dir.join(name))
         .args(args)
-        .output()
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run the example {name} from {}: {e}", dir.display()));
+    let pid = child.id();
+    let output = child
+        .wait_with_output()
         .unwrap_or_else(|e| panic!("cannot run the example {name} from {}: {e}", dir.display()));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
@@ -25,7 +41,84 @@ fn run_example(name: &str, args: &[&str]) -> String {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    stdout
+    (stdout, pid)
+}
+
+/// The processes of group `pgid` (from `/proc/*/stat`: pid, state, group).
+fn processes_in_group(pgid: u32) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // After the command name in parentheses: state, ppid, pgrp.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+            fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+        })
+        .collect()
+}
+
+/// The netmcore objects in `/dev/shm` now.
+fn netmcore_shm_objects() -> BTreeSet<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("netmcore"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits up to `limit` until `done` holds; whether it did.
+fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Runs `nqueens` with `args` and checks that it left no process of its group and nothing in
+/// `/dev/shm` (an object that another test made meanwhile goes away within the grace period;
+/// one left by this run does not). Returns its output.
+fn run_nqueens(args: &[&str]) -> String {
+    let before = netmcore_shm_objects();
+    let (out, pgid) = run_example_in_group("nqueens", args);
+    assert!(
+        eventually(Duration::from_secs(10), || processes_in_group(pgid)
+            .is_empty()),
+        "nqueens {args:?} left processes: {:?}",
+        processes_in_group(pgid)
+    );
+    let new = || -> Vec<String> {
+        netmcore_shm_objects()
+            .difference(&before)
+            .cloned()
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || new().is_empty()),
+        "nqueens {args:?} left in /dev/shm: {:?}",
+        new()
+    );
+    out
+}
+
+/// The count that `nqueens` printed for `mode` (its line is `MODE COUNT solutions ...`).
+fn nqueens_count(out: &str, mode: &str) -> Option<u64> {
+    out.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some(mode)).then(|| words.next()?.parse().ok())?
+    })
 }
 
 #[test]
@@ -65,4 +158,19 @@ fn pipeline_streams_1_mib_and_the_checksums_match() {
     let out = run_example("pipeline", &["1048576"]);
     assert!(out.contains("pipeline: 1048576 bytes in"), "{out}");
     assert!(out.contains("the checksums match"), "{out}");
+}
+
+#[test]
+fn nqueens_counts_12_and_92_in_every_mode_and_leaves_nothing() {
+    for (n, classes) in [("8", 12), ("10", 92)] {
+        let all = run_nqueens(&[n]);
+        assert!(all.contains(&format!("nqueens {n}: ")), "{all}");
+        for mode in ["sequential", "shared"] {
+            assert_eq!(nqueens_count(&all, mode), Some(classes), "{all}");
+            let alone = run_nqueens(&[n, mode]);
+            assert_eq!(nqueens_count(&alone, mode), Some(classes), "{alone}");
+            let others = alone.lines().filter(|l| l.contains("solutions  "));
+            assert_eq!(others.count(), 1, "{mode} alone ran one mode:\n{alone}");
+        }
+    }
 }

@@ -583,3 +583,72 @@ pub fn pipe_mb_s(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
     };
     Ok(named("pipe_mb_s", under_master(&measure, &plan)?))
 }
+
+/// The size of `nqueens12_speedup`.
+const NQUEENS_SIZE: usize = 12;
+
+/// `nqueens12_speedup`: the `nqueens` example's count of the solutions of n = 12 up to
+/// symmetry, in one process (its `sequential` mode: the search, the canonical forms in a `std`
+/// set) against the same search by one process per core counting into a shared `HashSet`
+/// (its `shared` mode: creating the counter of openings and the set, starting and joining
+/// the workers included). Each repetition times both, one after the other, in the same
+/// process; its sample is their quotient. The two counts must agree.
+///
+/// Beside it, for reading the speed-up: `nqueens12_sequential_ms` and `nqueens12_shared_ms`,
+/// the two times, and `nqueens1_shared_ms`, the shared mode for n = 1 (one trivial opening):
+/// its fixed costs alone.
+pub fn nqueens12_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let worker = crate::parallel::def_set_worker()?;
+    let measure = process::def_process(move |plan: Plan| {
+        let millis = |start: Instant| start.elapsed().as_secs_f64() * 1e3;
+        let once = || -> anyhow::Result<[f64; 4]> {
+            let start = Instant::now();
+            let alone = black_box(crate::board::sequential(black_box(NQUEENS_SIZE)));
+            let sequential = millis(start);
+            let start = Instant::now();
+            let shared = crate::parallel::count_with_set(&worker, NQUEENS_SIZE, cores)?;
+            let parallel = millis(start);
+            ensure!(
+                shared == alone,
+                "the shared set counted {shared} classes, one process {alone}"
+            );
+            let start = Instant::now();
+            crate::parallel::count_with_set(&worker, 1, cores)?;
+            let fixed = millis(start);
+            Ok([sequential / parallel, sequential, parallel, fixed])
+        };
+        let run = || -> anyhow::Result<Vec<f64>> {
+            for _ in 0..plan.warmup {
+                once()?;
+            }
+            let mut values = Vec::with_capacity(4 * plan.reps);
+            for _ in 0..plan.reps {
+                values.extend(once()?);
+            }
+            Ok(values)
+        };
+        report(run())
+    })?;
+    let plan = Plan {
+        reps: setting.reps * setting.pick(Scale { quick: 4, full: 2 }),
+        batch: 1,
+        warmup: 3,
+    };
+    let values = under_master(&measure, &plan)?;
+    let names = [
+        "nqueens12_speedup",
+        "nqueens12_sequential_ms",
+        "nqueens12_shared_ms",
+        "nqueens1_shared_ms",
+    ];
+    Ok(values
+        .chunks_exact(names.len())
+        .flat_map(|rep| {
+            names
+                .iter()
+                .zip(rep)
+                .map(|(&name, &value)| Sample { name, value })
+        })
+        .collect())
+}

@@ -19,13 +19,23 @@
 //! `--startup-once`, from spawn to exit.
 //!
 //! Modules: [`floors`] (plain syscalls, no netmcore), [`figures`] (the public API of the
-//! `netmcore` facade), [`driver`] (the measuring processes and the leak checks), [`report`]
+//! `netmcore` facade), [`board`] and [`parallel`] (the search of the `nqueens` example, whose
+//! modules are included from `netmcore/examples/nqueens/` so that the bench times the
+//! example's own code), [`driver`] (the measuring processes and the leak checks), [`report`]
 //! (figures, targets, medians, the summary and the JSON).
 #![deny(unsafe_code)]
 
+#[allow(
+    dead_code,
+    reason = "the example's module has parts that only the example and its tests use"
+)]
+#[path = "../../../../netmcore/examples/nqueens/board.rs"]
+mod board;
 mod driver;
 mod figures;
 mod floors;
+#[path = "../../../../netmcore/examples/nqueens/parallel.rs"]
+mod parallel;
 mod report;
 #[allow(
     unsafe_code,
@@ -123,7 +133,7 @@ pub struct Job {
 }
 
 /// The measurements, in the order of the run (the floors first).
-pub const JOBS: [Job; 13] = [
+pub const JOBS: [Job; 14] = [
     Job {
         name: "floor_fork",
         figures: &["floor_fork_wait_us"],
@@ -188,6 +198,16 @@ pub const JOBS: [Job; 13] = [
         name: "pipe",
         figures: &["pipe_mb_s"],
         run: figures::pipe_mb_s,
+    },
+    Job {
+        name: "nqueens",
+        figures: &[
+            "nqueens12_speedup",
+            "nqueens12_sequential_ms",
+            "nqueens12_shared_ms",
+            "nqueens1_shared_ms",
+        ],
+        run: figures::nqueens12_speedup,
     },
 ];
 

@@ -28,7 +28,7 @@ pub struct Figure {
 }
 
 /// Every figure, in the order of the output.
-pub const FIGURES: [Figure; 17] = [
+pub const FIGURES: [Figure; 21] = [
     figure("cores", "count", Role::Extra),
     figure("floor_fork_wait_us", "us", Role::Floor),
     figure("floor_socket_rtt_us", "us", Role::Floor),
@@ -45,6 +45,10 @@ pub const FIGURES: [Figure; 17] = [
     figure("startup_shutdown_ms", "ms", Role::Judged),
     figure("mutex_incr_per_s", "incr/s", Role::Judged),
     figure("pipe_mb_s", "MB/s", Role::Judged),
+    figure("nqueens12_speedup", "x", Role::Judged),
+    figure("nqueens12_sequential_ms", "ms", Role::Extra),
+    figure("nqueens12_shared_ms", "ms", Role::Extra),
+    figure("nqueens1_shared_ms", "ms", Role::Extra),
     figure("startup_shutdown_inproc_ms", "ms", Role::Extra),
 ];
 
@@ -103,7 +107,7 @@ pub struct Target {
 }
 
 /// The targets, in the order of the output.
-pub const TARGETS: [Target; 9] = [
+pub const TARGETS: [Target; 10] = [
     Target {
         ratio: "spawn_join_vs_fork",
         figure: "spawn_join_us",
@@ -169,6 +173,13 @@ pub const TARGETS: [Target; 9] = [
         against: "floor_memcpy_gb_s x 1000",
         bound: Bound::AtLeast(0.4),
         compute: |m| Some(m.get("pipe_mb_s")? / (m.get("floor_memcpy_gb_s")? * 1000.0)),
+    },
+    Target {
+        ratio: "nqueens12_speedup_vs_target",
+        figure: "nqueens12_speedup",
+        against: "1.7 (on 2 cores)",
+        bound: Bound::AtLeast(1.0),
+        compute: |m| Some(m.get("nqueens12_speedup")? / 1.7),
     },
 ];
 
@@ -475,6 +486,7 @@ mod tests {
             ("floor_mutex_incr_per_s", 14e6),
             ("mutex_incr_per_s", 6e6),
             ("pipe_mb_s", 3000.0),
+            ("nqueens12_speedup", 1.53),
         ] {
             medians.insert(name, value);
         }
@@ -495,6 +507,8 @@ mod tests {
         assert!(!by_name("mutex_vs_pthread").met());
         assert!((by_name("pipe_vs_memcpy").value - 0.3).abs() < 1e-9);
         assert!(!by_name("pipe_vs_memcpy").met());
+        assert!((by_name("nqueens12_speedup_vs_target").value - 0.9).abs() < 1e-9);
+        assert!(!by_name("nqueens12_speedup_vs_target").met());
         let json = json(
             &medians,
             &ratios,

@@ -1,0 +1,127 @@
+//! The parallel modes of the `nqueens` example: worker processes that take openings (see
+//! [`board::openings`]) from a shared counter until none is left, and put the canonical form
+//! of each solution they find in a shared `HashSet` (the `shared` mode). The test
+//! `tests/tests/nqueens_example.rs` and the bench include this module, so that they run the
+//! example's own code.
+//!
+//! Each worker computes the list of openings itself (it is the same in every process) and
+//! takes the next index with a `fetch_add` on a `SharedAtomics` word: a worker that drew cheap
+//! openings takes more of them, so the workers end at nearly the same time.
+
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context as _, ensure};
+use netmcore::process::{self, ProcessType};
+use netmcore::shared::{Handle, HashSet, SharedAtomics};
+use serde::{Deserialize, Serialize};
+
+use super::board;
+
+/// What a worker of the `shared` mode is told.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SetJob {
+    /// The size of the board.
+    pub n: usize,
+    /// Word 0 is the index of the next opening to take.
+    pub next: Handle<SharedAtomics>,
+    /// The canonical forms found so far, by every worker.
+    pub classes: Handle<HashSet<u64>>,
+}
+
+/// A worker of the `shared` mode; its result is the number of solutions it found, or what
+/// went wrong.
+pub type SetWorker = ProcessType<SetJob, Result<u64, String>>;
+
+/// Defines [`SetWorker`]. Call it before `startup`, in the program that becomes the master.
+pub fn def_set_worker() -> netmcore::Result<SetWorker> {
+    process::def_process(|job: SetJob| set_worker(&job).map_err(|e| format!("{e:#}")))
+}
+
+/// The index of the next opening for this process, from the shared counter, until there is
+/// none left.
+fn take_openings(next: &SharedAtomics, count: usize) -> impl Iterator<Item = usize> + '_ {
+    std::iter::from_fn(move || {
+        let index = next.as_slice().first()?.fetch_add(1, Ordering::Relaxed);
+        usize::try_from(index).ok().filter(|&i| i < count)
+    })
+}
+
+/// In a worker of the `shared` mode: opens the counter and the set, and searches.
+fn set_worker(job: &SetJob) -> anyhow::Result<u64> {
+    ensure!(
+        (1..=board::MAX_SIZE).contains(&job.n),
+        "size {} is not 1 to {}",
+        job.n,
+        board::MAX_SIZE
+    );
+    let next = SharedAtomics::open(job.next).context("open the counter of openings")?;
+    let classes = HashSet::open(job.classes).context("open the set of canonical forms")?;
+    search_into_set(job.n, &next, &classes)
+}
+
+/// Takes openings of size `n` from `next` until none is left, and inserts the canonical form
+/// of every solution of each into `classes`; returns the number of solutions found.
+fn search_into_set(n: usize, next: &SharedAtomics, classes: &HashSet<u64>) -> anyhow::Result<u64> {
+    let openings = board::openings(n);
+    let mut found = 0;
+    let mut failure = None;
+    for index in take_openings(next, openings.len()) {
+        found += board::canonical_forms(n, &openings[index], |form| {
+            if failure.is_none() {
+                failure = classes.insert(form).err();
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e).context("insert into the set of canonical forms");
+        }
+    }
+    Ok(found)
+}
+
+/// The capacity of the set of canonical forms for size `n`.
+///
+/// The number of classes grows about fivefold from one size to the next; `2 × 5^(n - 7)`
+/// (at least 64) leaves room to spare at every size up to 16 (1,846,955 classes there, for a
+/// capacity of 3,906,250). A set that fills up anyway is an error, never a wrong count.
+pub fn capacity(n: usize) -> usize {
+    let exponent = u32::try_from(n.saturating_sub(7)).unwrap_or(u32::MAX);
+    5usize
+        .checked_pow(exponent)
+        .and_then(|p| p.checked_mul(2))
+        .unwrap_or(usize::MAX)
+        .max(64)
+}
+
+/// In a worker: the number of solutions of size `n` up to symmetry, counted into a shared
+/// set by `searchers` processes: this one and `searchers - 1` workers of type `worker`.
+///
+/// The calling process searches too rather than wait in `join`: `searchers` processes search
+/// at the cost of `searchers - 1` forks.
+pub fn count_with_set(worker: &SetWorker, n: usize, searchers: usize) -> anyhow::Result<usize> {
+    ensure!(
+        (1..=board::MAX_SIZE).contains(&n),
+        "size {n} is not 1 to {}",
+        board::MAX_SIZE
+    );
+    let next = SharedAtomics::new(1).context("create the counter of openings")?;
+    let classes = HashSet::<u64>::with_capacity(capacity(n)).context("create the set")?;
+    let job = SetJob {
+        n,
+        next: next.handle(),
+        classes: classes.handle(),
+    };
+    let pids = (1..searchers)
+        .map(|_| worker.start(&job))
+        .collect::<Result<Vec<_>, _>>()
+        .context("start a worker")?;
+    let searched = search_into_set(n, &next, &classes);
+    for pid in pids {
+        worker
+            .join(pid)
+            .context("join a worker")?
+            .with_context(|| format!("worker {} ended without a result", pid.0))?
+            .map_err(anyhow::Error::msg)?;
+    }
+    searched?;
+    Ok(classes.len())
+}
