@@ -21,7 +21,8 @@
 //! Modules: [`floors`] (plain syscalls, no netmcore), [`figures`] (the public API of the
 //! `netmcore` facade), [`board`] and [`parallel`] (the search of the `nqueens` example, whose
 //! modules are included from `netmcore/examples/nqueens/` so that the bench times the
-//! example's own code), [`driver`] (the measuring processes and the leak checks), [`report`]
+//! example's own code), [`game`] (the `chameneos` example's game, included likewise),
+//! [`driver`] (the measuring processes and the leak checks), [`report`]
 //! (figures, targets, medians, the summary and the JSON).
 #![deny(unsafe_code)]
 
@@ -34,6 +35,12 @@ mod board;
 mod driver;
 mod figures;
 mod floors;
+#[allow(
+    dead_code,
+    reason = "the example's module has parts that only the example and its tests use"
+)]
+#[path = "../../../../netmcore/examples/chameneos/game.rs"]
+mod game;
 #[path = "../../../../netmcore/examples/nqueens/parallel.rs"]
 mod parallel;
 mod report;
@@ -133,7 +140,7 @@ pub struct Job {
 }
 
 /// The measurements, in the order of the run (the floors first).
-pub const JOBS: [Job; 14] = [
+pub const JOBS: [Job; 15] = [
     Job {
         name: "floor_fork",
         figures: &["floor_fork_wait_us"],
@@ -208,6 +215,11 @@ pub const JOBS: [Job; 14] = [
             "nqueens1_shared_ms",
         ],
         run: figures::nqueens12_speedup,
+    },
+    Job {
+        name: "chameneos",
+        figures: &["chameneos_meetings_per_s"],
+        run: figures::chameneos,
     },
 ];
 

@@ -28,7 +28,7 @@ pub struct Figure {
 }
 
 /// Every figure, in the order of the output.
-pub const FIGURES: [Figure; 21] = [
+pub const FIGURES: [Figure; 22] = [
     figure("cores", "count", Role::Extra),
     figure("floor_fork_wait_us", "us", Role::Floor),
     figure("floor_socket_rtt_us", "us", Role::Floor),
@@ -49,6 +49,7 @@ pub const FIGURES: [Figure; 21] = [
     figure("nqueens12_sequential_ms", "ms", Role::Extra),
     figure("nqueens12_shared_ms", "ms", Role::Extra),
     figure("nqueens1_shared_ms", "ms", Role::Extra),
+    figure("chameneos_meetings_per_s", "meetings/s", Role::Judged),
     figure("startup_shutdown_inproc_ms", "ms", Role::Extra),
 ];
 
@@ -107,7 +108,7 @@ pub struct Target {
 }
 
 /// The targets, in the order of the output.
-pub const TARGETS: [Target; 10] = [
+pub const TARGETS: [Target; 11] = [
     Target {
         ratio: "spawn_join_vs_fork",
         figure: "spawn_join_us",
@@ -180,6 +181,13 @@ pub const TARGETS: [Target; 10] = [
         against: "1.7 (on 2 cores)",
         bound: Bound::AtLeast(1.0),
         compute: |m| Some(m.get("nqueens12_speedup")? / 1.7),
+    },
+    Target {
+        ratio: "chameneos_vs_target",
+        figure: "chameneos_meetings_per_s",
+        against: "200000 meetings/s",
+        bound: Bound::AtLeast(1.0),
+        compute: |m| Some(m.get("chameneos_meetings_per_s")? / 200_000.0),
     },
 ];
 
@@ -487,6 +495,7 @@ mod tests {
             ("mutex_incr_per_s", 6e6),
             ("pipe_mb_s", 3000.0),
             ("nqueens12_speedup", 1.53),
+            ("chameneos_meetings_per_s", 250_000.0),
         ] {
             medians.insert(name, value);
         }
@@ -509,6 +518,8 @@ mod tests {
         assert!(!by_name("pipe_vs_memcpy").met());
         assert!((by_name("nqueens12_speedup_vs_target").value - 0.9).abs() < 1e-9);
         assert!(!by_name("nqueens12_speedup_vs_target").met());
+        assert!((by_name("chameneos_vs_target").value - 1.25).abs() < 1e-9);
+        assert!(by_name("chameneos_vs_target").met());
         let json = json(
             &medians,
             &ratios,
