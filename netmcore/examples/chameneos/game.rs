@@ -339,9 +339,11 @@ impl Place {
             };
             first_arrival.get_or_insert_with(Instant::now);
             if let Some((a, b)) = place.arrive(creature) {
+                // The creature that just came is told first: it is likely still looking at
+                // its channel, while the one that waited may be asleep and need a wake-up.
                 let mut told = self
-                    .tell(a.id, Reply::Met(b))
-                    .and_then(|()| self.tell(b.id, Reply::Met(a)));
+                    .tell(b.id, Reply::Met(a))
+                    .and_then(|()| self.tell(a.id, Reply::Met(b)));
                 if told.is_ok() && place.meetings().is_multiple_of(PROBE_EVERY) {
                     told = self.probe();
                 }
