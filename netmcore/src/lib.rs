@@ -98,6 +98,7 @@
 //! [`startup`] on the directory and [`destroy_resources_in`] (from any process) clean up too.
 #![deny(unsafe_code)]
 
+pub mod pool;
 pub mod process;
 
 pub use netmcore_encap::{ByteBuf, Encap, EncapError};

@@ -35,26 +35,26 @@ const ARG_BYTES: usize = 64 << 20;
 
 /// What a measuring first process is told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Plan {
+pub(crate) struct Plan {
     /// Repetitions, each giving one value.
-    reps: usize,
+    pub(crate) reps: usize,
     /// Operations per repetition.
-    batch: usize,
+    pub(crate) batch: usize,
     /// Operations before the first repetition, not measured.
-    warmup: usize,
+    pub(crate) warmup: usize,
 }
 
 /// What a measuring process's body returns: one value per repetition, or what went wrong.
-type Values = Result<Vec<f64>, String>;
+pub(crate) type Values = Result<Vec<f64>, String>;
 
 /// Turns a body's `anyhow` outcome into what travels back to the master.
-fn report(outcome: anyhow::Result<Vec<f64>>) -> Values {
+pub(crate) fn report(outcome: anyhow::Result<Vec<f64>>) -> Values {
     outcome.map_err(|e| format!("{e:#}"))
 }
 
 /// Runs `first` with `arg` as the first process of a master on a fresh socket directory and
 /// returns its values.
-fn under_master<A>(first: &ProcessType<A, Values>, arg: &A) -> anyhow::Result<Vec<f64>>
+pub(crate) fn under_master<A>(first: &ProcessType<A, Values>, arg: &A) -> anyhow::Result<Vec<f64>>
 where
     A: Serialize + DeserializeOwned + 'static,
 {
@@ -68,7 +68,7 @@ where
 }
 
 /// Names every value `name`.
-fn named(name: &'static str, values: Vec<f64>) -> Vec<Sample> {
+pub(crate) fn named(name: &'static str, values: Vec<f64>) -> Vec<Sample> {
     values
         .into_iter()
         .map(|value| Sample { name, value })

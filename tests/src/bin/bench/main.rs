@@ -43,6 +43,7 @@ mod floors;
 mod game;
 #[path = "../../../../netmcore/examples/nqueens/parallel.rs"]
 mod parallel;
+mod pool;
 mod report;
 #[allow(
     unsafe_code,
@@ -140,7 +141,7 @@ pub struct Job {
 }
 
 /// The measurements, in the order of the run (the floors first).
-pub const JOBS: [Job; 15] = [
+pub const JOBS: [Job; 16] = [
     Job {
         name: "floor_fork",
         figures: &["floor_fork_wait_us"],
@@ -215,6 +216,11 @@ pub const JOBS: [Job; 15] = [
             "nqueens1_shared_ms",
         ],
         run: figures::nqueens12_speedup,
+    },
+    Job {
+        name: "pool",
+        figures: &["pool_tasks_per_s", "pool_chunk1_tasks_per_s"],
+        run: pool::pool_tasks,
     },
     Job {
         name: "chameneos",

@@ -28,7 +28,7 @@ pub struct Figure {
 }
 
 /// Every figure, in the order of the output.
-pub const FIGURES: [Figure; 22] = [
+pub const FIGURES: [Figure; 24] = [
     figure("cores", "count", Role::Extra),
     figure("floor_fork_wait_us", "us", Role::Floor),
     figure("floor_socket_rtt_us", "us", Role::Floor),
@@ -49,6 +49,8 @@ pub const FIGURES: [Figure; 22] = [
     figure("nqueens12_sequential_ms", "ms", Role::Extra),
     figure("nqueens12_shared_ms", "ms", Role::Extra),
     figure("nqueens1_shared_ms", "ms", Role::Extra),
+    figure("pool_tasks_per_s", "tasks/s", Role::Judged),
+    figure("pool_chunk1_tasks_per_s", "tasks/s", Role::Judged),
     figure("chameneos_meetings_per_s", "meetings/s", Role::Judged),
     figure("startup_shutdown_inproc_ms", "ms", Role::Extra),
 ];
@@ -108,7 +110,7 @@ pub struct Target {
 }
 
 /// The targets, in the order of the output.
-pub const TARGETS: [Target; 11] = [
+pub const TARGETS: [Target; 13] = [
     Target {
         ratio: "spawn_join_vs_fork",
         figure: "spawn_join_us",
@@ -183,9 +185,23 @@ pub const TARGETS: [Target; 11] = [
         compute: |m| Some(m.get("nqueens12_speedup")? / 1.7),
     },
     Target {
+        ratio: "pool_vs_target",
+        figure: "pool_tasks_per_s",
+        against: "10,000,000 tasks/s",
+        bound: Bound::AtLeast(1.0),
+        compute: |m| Some(m.get("pool_tasks_per_s")? / 10_000_000.0),
+    },
+    Target {
+        ratio: "pool_chunk1_vs_target",
+        figure: "pool_chunk1_tasks_per_s",
+        against: "300,000 tasks/s",
+        bound: Bound::AtLeast(1.0),
+        compute: |m| Some(m.get("pool_chunk1_tasks_per_s")? / 300_000.0),
+    },
+    Target {
         ratio: "chameneos_vs_target",
         figure: "chameneos_meetings_per_s",
-        against: "200000 meetings/s",
+        against: "200,000 meetings/s",
         bound: Bound::AtLeast(1.0),
         compute: |m| Some(m.get("chameneos_meetings_per_s")? / 200_000.0),
     },
@@ -495,6 +511,8 @@ mod tests {
             ("mutex_incr_per_s", 6e6),
             ("pipe_mb_s", 3000.0),
             ("nqueens12_speedup", 1.53),
+            ("pool_tasks_per_s", 12e6),
+            ("pool_chunk1_tasks_per_s", 150_000.0),
             ("chameneos_meetings_per_s", 250_000.0),
         ] {
             medians.insert(name, value);
@@ -518,6 +536,10 @@ mod tests {
         assert!(!by_name("pipe_vs_memcpy").met());
         assert!((by_name("nqueens12_speedup_vs_target").value - 0.9).abs() < 1e-9);
         assert!(!by_name("nqueens12_speedup_vs_target").met());
+        assert!((by_name("pool_vs_target").value - 1.2).abs() < 1e-9);
+        assert!(by_name("pool_vs_target").met());
+        assert!((by_name("pool_chunk1_vs_target").value - 0.5).abs() < 1e-9);
+        assert!(!by_name("pool_chunk1_vs_target").met());
         assert!((by_name("chameneos_vs_target").value - 1.25).abs() < 1e-9);
         assert!(by_name("chameneos_vs_target").met());
         let json = json(
