@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::floors::{MEMORY_BYTES, sum_words};
-use crate::{Sample, Scale, Setting, sys};
+use crate::{Sample, Scale, Setting, game, sys};
 
 /// How many trivial processes `parallel_tasks_per_s` runs per repetition.
 const PARALLEL_TASKS: usize = 200;
@@ -827,4 +827,40 @@ pub fn channel_4k(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
             full: (512 << 20) / PAGE,
         },
     )
+}
+
+/// `chameneos_meetings_per_s`: the `chameneos` example's game of a meeting place and three
+/// creatures (blue, red, yellow), each a process, talking through channels; the meetings per
+/// second from the first arrival at the meeting place to the last meeting. Each repetition is
+/// a whole game, its processes started afresh.
+pub fn chameneos(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let game = game::Game::define()?;
+    let measure = process::def_process(move |plan: Plan| {
+        let once = || -> anyhow::Result<f64> {
+            let played = game.play(&game::THREE, plan.batch as u64)?;
+            let game::Hosted { meetings, seconds } = played.hosted;
+            ensure!(seconds > 0.0, "no time passed");
+            Ok(meetings as f64 / seconds)
+        };
+        let run = || -> anyhow::Result<Vec<f64>> {
+            for _ in 0..plan.warmup {
+                once()?;
+            }
+            (0..plan.reps).map(|_| once()).collect()
+        };
+        report(run())
+    })?;
+    let plan = Plan {
+        reps: setting.reps,
+        // 60,000 meetings a game with --quick, 600,000 otherwise (the example's default).
+        batch: setting.pick(Scale {
+            quick: 60_000,
+            full: 600_000,
+        }),
+        warmup: 1,
+    };
+    Ok(named(
+        "chameneos_meetings_per_s",
+        under_master(&measure, &plan)?,
+    ))
 }

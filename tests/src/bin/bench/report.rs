@@ -28,7 +28,7 @@ pub struct Figure {
 }
 
 /// Every figure, in the order of the output.
-pub const FIGURES: [Figure; 26] = [
+pub const FIGURES: [Figure; 27] = [
     figure("cores", "count", Role::Extra),
     figure("floor_fork_wait_us", "us", Role::Floor),
     figure("floor_socket_rtt_us", "us", Role::Floor),
@@ -54,6 +54,7 @@ pub const FIGURES: [Figure; 26] = [
     figure("nqueens12_channel_ms", "ms", Role::Extra),
     figure("pool_tasks_per_s", "tasks/s", Role::Judged),
     figure("pool_chunk1_tasks_per_s", "tasks/s", Role::Judged),
+    figure("chameneos_meetings_per_s", "meetings/s", Role::Judged),
     figure("startup_shutdown_inproc_ms", "ms", Role::Extra),
 ];
 
@@ -112,7 +113,7 @@ pub struct Target {
 }
 
 /// The targets, in the order of the output.
-pub const TARGETS: [Target; 14] = [
+pub const TARGETS: [Target; 15] = [
     Target {
         ratio: "spawn_join_vs_fork",
         figure: "spawn_join_us",
@@ -213,6 +214,13 @@ pub const TARGETS: [Target; 14] = [
         against: "floor_memcpy_gb_s x 1000",
         bound: Bound::AtLeast(0.3),
         compute: |m| Some(m.get("channel_4k_mb_s")? / (m.get("floor_memcpy_gb_s")? * 1000.0)),
+    },
+    Target {
+        ratio: "chameneos_vs_target",
+        figure: "chameneos_meetings_per_s",
+        against: "200,000 meetings/s",
+        bound: Bound::AtLeast(1.0),
+        compute: |m| Some(m.get("chameneos_meetings_per_s")? / 200_000.0),
     },
 ];
 
@@ -525,6 +533,7 @@ mod tests {
             ("floor_ring_msgs_per_s", 30e6),
             ("channel_msgs_per_s", 3e6),
             ("channel_4k_mb_s", 3500.0),
+            ("chameneos_meetings_per_s", 250_000.0),
         ] {
             medians.insert(name, value);
         }
@@ -553,6 +562,8 @@ mod tests {
         assert!(by_name("pool_vs_target").met());
         assert!((by_name("pool_chunk1_vs_target").value - 0.5).abs() < 1e-9);
         assert!(!by_name("pool_chunk1_vs_target").met());
+        assert!((by_name("chameneos_vs_target").value - 1.25).abs() < 1e-9);
+        assert!(by_name("chameneos_vs_target").met());
         let json = json(
             &medians,
             &ratios,
