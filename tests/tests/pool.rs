@@ -300,7 +300,8 @@ fn ten_million_items_stream_through_in_bounded_memory(s: &Scenario) -> anyhow::R
     run_coordinator(s, &first, &())
 }
 
-/// After `close`, every worker process has ended.
+/// After `close`, every worker process ends (at once: a join returns when the body has
+/// returned, the exit follows).
 fn close_joins_every_worker(s: &Scenario) -> anyhow::Result<()> {
     let task = pool::def_task(pid_after)?;
     let first = coordinator(move |()| {
@@ -308,11 +309,11 @@ fn close_joins_every_worker(s: &Scenario) -> anyhow::Result<()> {
         ensure!(pool.workers() == 3, "{} workers", pool.workers());
         let pids: BTreeSet<u32> = pool.map(vec![10; 30])?.into_iter().collect();
         pool.close()?;
+        // A join returns once the worker's body returned; its process exits right after.
         for pid in pids {
-            ensure!(
-                support::has_ended(pid as i32),
-                "worker {pid} still runs after close"
-            );
+            support::wait_until(&format!("worker {pid} ends after close"), || {
+                support::has_ended(pid as i32)
+            })?;
         }
         let pool = Pool::start(&task, 0)?;
         let cpus = std::thread::available_parallelism()?.get();
