@@ -165,7 +165,7 @@ fn nqueens_counts_12_and_92_in_every_mode_and_leaves_nothing() {
     for (n, classes) in [("8", 12), ("10", 92)] {
         let all = run_nqueens(&[n]);
         assert!(all.contains(&format!("nqueens {n}: ")), "{all}");
-        for mode in ["sequential", "shared"] {
+        for mode in ["sequential", "shared", "channel"] {
             assert_eq!(nqueens_count(&all, mode), Some(classes), "{all}");
             let alone = run_nqueens(&[n, mode]);
             assert_eq!(nqueens_count(&alone, mode), Some(classes), "{alone}");
@@ -175,6 +175,44 @@ fn nqueens_counts_12_and_92_in_every_mode_and_leaves_nothing() {
     }
 }
 
+/// The sieve of the `primes` example, whose unit tests run here.
+#[path = "../examples/primes/sieve.rs"]
+mod primes_sieve;
+
+/// `primes 2000000` counts 148,933 primes with a pool per core and with one worker, prints
+/// both times and the speed-up, and leaves no process and nothing in `/dev/shm`.
+#[test]
+fn primes_counts_below_two_million_with_a_pool_and_leaves_nothing() {
+    assert_eq!(
+        primes_sieve::count_primes_in(0, primes_sieve::BLOCK),
+        82_025
+    );
+    let before = netmcore_shm_objects();
+    let (out, pgid) = run_example_in_group("primes", &["2000000"]);
+    assert!(out.contains("primes below 2000000: 148933\n"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("1 worker ") && l.contains("speed-up")),
+        "{out}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || processes_in_group(pgid)
+            .is_empty()),
+        "primes left processes: {:?}",
+        processes_in_group(pgid)
+    );
+    let left: Vec<_> = netmcore_shm_objects()
+        .difference(&before)
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "primes left in /dev/shm: {left:?}");
+    let out = run_example("primes", &["100000", "3"]);
+    assert!(out.contains("primes below 100000: 9592\n"), "{out}");
+    assert!(out.contains("3 workers "), "{out}");
+}
+
+/// `chameneos 6000` prints the complements table and both games, each creature's meetings
+/// summing to twice the meetings and the total spelled.
 #[test]
 fn chameneos_prints_the_table_and_two_games_of_6000_meetings() {
     let out = run_example("chameneos", &["6000"]);

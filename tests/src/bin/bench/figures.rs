@@ -16,7 +16,9 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail, ensure};
 use netmcore::process::{self, ProcessType};
-use netmcore::shared::{Handle, Mutex, PipeReader, PipeWriter, pipe};
+use netmcore::shared::{
+    Error as SharedError, Handle, Mutex, PipeReader, PipeWriter, Receiver, Sender, channel, pipe,
+};
 use netmcore::{Config, Inherit, ResId, ResourceRepr, SharedMemory};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -595,14 +597,16 @@ const NQUEENS_SIZE: usize = 12;
 /// process; its sample is their quotient. The two counts must agree.
 ///
 /// Beside it, for reading the speed-up: `nqueens12_sequential_ms` and `nqueens12_shared_ms`,
-/// the two times, and `nqueens1_shared_ms`, the shared mode for n = 1 (one trivial opening):
-/// its fixed costs alone.
+/// the two times; `nqueens1_shared_ms`, the shared mode for n = 1 (one trivial opening): its
+/// fixed costs alone; and `nqueens12_channel_ms`, the example's `channel` mode (one worker per
+/// core sends the canonical forms over a `shared::channel` to the measuring process).
 pub fn nqueens12_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let worker = crate::parallel::def_set_worker()?;
+    let sender = crate::parallel::def_send_worker()?;
     let measure = process::def_process(move |plan: Plan| {
         let millis = |start: Instant| start.elapsed().as_secs_f64() * 1e3;
-        let once = || -> anyhow::Result<[f64; 4]> {
+        let once = || -> anyhow::Result<[f64; 5]> {
             let start = Instant::now();
             let alone = black_box(crate::board::sequential(black_box(NQUEENS_SIZE)));
             let sequential = millis(start);
@@ -616,13 +620,20 @@ pub fn nqueens12_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
             let start = Instant::now();
             crate::parallel::count_with_set(&worker, 1, cores)?;
             let fixed = millis(start);
-            Ok([sequential / parallel, sequential, parallel, fixed])
+            let start = Instant::now();
+            let sent = crate::parallel::count_with_channel(&sender, NQUEENS_SIZE, cores)?;
+            let channel = millis(start);
+            ensure!(
+                sent == alone,
+                "the channel's collector counted {sent} classes, one process {alone}"
+            );
+            Ok([sequential / parallel, sequential, parallel, fixed, channel])
         };
         let run = || -> anyhow::Result<Vec<f64>> {
             for _ in 0..plan.warmup {
                 once()?;
             }
-            let mut values = Vec::with_capacity(4 * plan.reps);
+            let mut values = Vec::with_capacity(5 * plan.reps);
             for _ in 0..plan.reps {
                 values.extend(once()?);
             }
@@ -641,6 +652,7 @@ pub fn nqueens12_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
         "nqueens12_sequential_ms",
         "nqueens12_shared_ms",
         "nqueens1_shared_ms",
+        "nqueens12_channel_ms",
     ];
     Ok(values
         .chunks_exact(names.len())
@@ -651,6 +663,170 @@ pub fn nqueens12_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
                 .map(|(&name, &value)| Sample { name, value })
         })
         .collect())
+}
+
+/// The messages of a channel figure: how one is made from its number, and checked.
+#[derive(Clone, Copy)]
+struct ChannelLoad<T> {
+    /// The figure.
+    name: &'static str,
+    /// Slots of the channel.
+    slots: usize,
+    /// Its `max_message`.
+    max_message: usize,
+    /// Writes message `i` into the sender's buffer (made once, by `make(0)`).
+    fill: fn(&mut T, u64),
+    /// Makes the sender's buffer.
+    make: fn() -> T,
+    /// Whether a received message is message `i`.
+    check: fn(&T, u64) -> bool,
+    /// Bytes a message counts for: 0 for a rate of messages.
+    bytes: usize,
+}
+
+/// One measurement of a channel figure: the measuring process creates the channel and moves
+/// its ends by handle to a sender worker, which sends `batch` messages, and a receiver
+/// worker, which receives and checks them in order, then `Disconnected`. Messages (or MB) per
+/// second from the moment both ends are open (the later of the two) until the receiver has
+/// the end. Before that moment the sender may have filled the channel once: a few messages of
+/// the count.
+fn channel_figure<T>(
+    load: ChannelLoad<T>,
+    setting: &Setting,
+    batch: Scale,
+) -> anyhow::Result<Vec<Sample>>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    let sender = process::def_process(
+        move |(handle, count): (Handle<Sender<T>>, u64)| -> Result<u64, String> {
+            let run = || -> anyhow::Result<u64> {
+                let tx = Sender::open(handle).context("open the sender")?;
+                let ready = monotonic_nanos();
+                let mut message = (load.make)();
+                for i in 0..count {
+                    (load.fill)(&mut message, i);
+                    tx.send(&message).with_context(|| format!("send {i}"))?;
+                }
+                Ok(ready)
+            };
+            run().map_err(|e| format!("{e:#}"))
+        },
+    )?;
+    let receiver = process::def_process(
+        move |(handle, count): (Handle<Receiver<T>>, u64)| -> Result<(u64, u64), String> {
+            let run = || -> anyhow::Result<(u64, u64)> {
+                let rx = Receiver::open(handle).context("open the receiver")?;
+                let ready = monotonic_nanos();
+                for i in 0..count {
+                    let message = rx.recv().with_context(|| format!("receive {i}"))?;
+                    ensure!(
+                        (load.check)(&message, i),
+                        "message {i} is not the {i}th sent"
+                    );
+                }
+                match rx.recv() {
+                    Err(SharedError::Disconnected) => {}
+                    other => bail!("after {count} messages, recv gave {:?}", other.map(|_| ())),
+                }
+                Ok((ready, monotonic_nanos()))
+            };
+            run().map_err(|e| format!("{e:#}"))
+        },
+    )?;
+    let measure = process::def_process(move |plan: Plan| {
+        let once = || -> anyhow::Result<f64> {
+            let count = plan.batch as u64;
+            let (tx, rx) = channel::<T>(load.slots, load.max_message).context("channel")?;
+            let receiving = receiver.start(&(rx.into_handle(), count))?;
+            let sending = sender.start(&(tx.into_handle(), count))?;
+            let sender_ready = sender
+                .join(sending)
+                .context("join the sender")?
+                .context("the sender ended without a result")?
+                .map_err(|e| anyhow::anyhow!("the sender: {e}"))?;
+            let (receiver_ready, end) = receiver
+                .join(receiving)
+                .context("join the receiver")?
+                .context("the receiver ended without a result")?
+                .map_err(|e| anyhow::anyhow!("the receiver: {e}"))?;
+            let start = sender_ready.max(receiver_ready);
+            ensure!(end > start, "no time passed");
+            let seconds = (end - start) as f64 / 1e9;
+            Ok(if load.bytes == 0 {
+                count as f64 / seconds
+            } else {
+                count as f64 * load.bytes as f64 / 1e6 / seconds
+            })
+        };
+        let run = || -> anyhow::Result<Vec<f64>> {
+            for _ in 0..plan.warmup {
+                once()?;
+            }
+            (0..plan.reps).map(|_| once()).collect()
+        };
+        report(run())
+    })?;
+    let plan = Plan {
+        reps: setting.reps,
+        batch: setting.pick(batch),
+        warmup: 1,
+    };
+    Ok(named(load.name, under_master(&measure, &plan)?))
+}
+
+/// `channel_msgs_per_s`: one sender and one receiver worker, `u64` messages through
+/// `channel(256, 16)`.
+pub fn channel_msgs(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let load = ChannelLoad::<u64> {
+        name: "channel_msgs_per_s",
+        slots: 256,
+        max_message: 16,
+        make: || 0,
+        fill: |m, i| *m = i,
+        check: |m, i| *m == i,
+        bytes: 0,
+    };
+    channel_figure(
+        load,
+        setting,
+        Scale {
+            quick: 500_000,
+            full: 5_000_000,
+        },
+    )
+}
+
+/// The size of the messages of `channel_4k_mb_s`.
+const PAGE: usize = 4096;
+
+/// `channel_4k_mb_s`: the same with 4 KiB `Vec<u8>` messages through `channel(64, 4 KiB +
+/// 16)`, stamped with their number at both ends.
+pub fn channel_4k(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let load = ChannelLoad::<Vec<u8>> {
+        name: "channel_4k_mb_s",
+        slots: 64,
+        max_message: PAGE + 16,
+        make: || vec![0xa5; PAGE],
+        fill: |m, i| {
+            let stamp = pipe_stamp(i);
+            m[..8].copy_from_slice(&stamp);
+            m[PAGE - 8..].copy_from_slice(&stamp);
+        },
+        check: |m, i| {
+            let stamp = pipe_stamp(i);
+            m.len() == PAGE && m[..8] == stamp && m[PAGE - 8..] == stamp
+        },
+        bytes: PAGE,
+    };
+    channel_figure(
+        load,
+        setting,
+        Scale {
+            quick: (64 << 20) / PAGE,
+            full: (512 << 20) / PAGE,
+        },
+    )
 }
 
 /// `chameneos_meetings_per_s`: the `chameneos` example's game of a meeting place and three

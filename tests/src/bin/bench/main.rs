@@ -141,7 +141,7 @@ pub struct Job {
 }
 
 /// The measurements, in the order of the run (the floors first).
-pub const JOBS: [Job; 16] = [
+pub const JOBS: [Job; 18] = [
     Job {
         name: "floor_fork",
         figures: &["floor_fork_wait_us"],
@@ -208,12 +208,23 @@ pub const JOBS: [Job; 16] = [
         run: figures::pipe_mb_s,
     },
     Job {
+        name: "channel_msgs",
+        figures: &["channel_msgs_per_s"],
+        run: figures::channel_msgs,
+    },
+    Job {
+        name: "channel_4k",
+        figures: &["channel_4k_mb_s"],
+        run: figures::channel_4k,
+    },
+    Job {
         name: "nqueens",
         figures: &[
             "nqueens12_speedup",
             "nqueens12_sequential_ms",
             "nqueens12_shared_ms",
             "nqueens1_shared_ms",
+            "nqueens12_channel_ms",
         ],
         run: figures::nqueens12_speedup,
     },
