@@ -38,6 +38,8 @@ fn main() -> ExitCode {
         a_sequential_game_counts_every_meeting_twice,
         games_of_three_and_ten_processes_count_every_meeting_twice,
         a_creature_killed_mid_game_ends_the_game_with_an_error,
+        a_creature_killed_in_a_game_of_two_ends_it_with_an_error,
+        a_game_needs_two_creatures,
         a_meeting_place_killed_mid_game_ends_the_game_with_an_error,
     ])
 }
@@ -225,6 +227,19 @@ const ENDLESS: u64 = 1 << 40;
 /// Creature 1 (red) of three is SIGKILLed once it plays: the game ends with an error that
 /// names it, the other processes end, nothing is left behind.
 fn a_creature_killed_mid_game_ends_the_game_with_an_error(s: &Scenario) -> anyhow::Result<()> {
+    kill_creature_1(s, &game::THREE)
+}
+
+/// The same with two creatures: the one left alone waits at the meeting place for a partner
+/// that never comes, and the meeting place finds out by itself that the other died.
+fn a_creature_killed_in_a_game_of_two_ends_it_with_an_error(s: &Scenario) -> anyhow::Result<()> {
+    kill_creature_1(s, &[Colour::Yellow, Colour::Red])
+}
+
+/// Plays a game of `colours` (creature 1 red) without end, and SIGKILLs creature 1 once it
+/// opened its ends: the game must end with an error that names it.
+fn kill_creature_1(s: &Scenario, colours: &[Colour]) -> anyhow::Result<()> {
+    let colours = colours.to_vec();
     let game = Game::define()?;
     let pid_file = s.path("creature-1.pid");
     let doomed = pid_file.clone();
@@ -245,7 +260,7 @@ fn a_creature_killed_mid_game_ends_the_game_with_an_error(s: &Scenario) -> anyho
     let killer = def_killer()?;
     let first = coordinator(move |()| {
         let killing = killer.start(&pid_file)?;
-        let outcome = game.play(&game::THREE, ENDLESS);
+        let outcome = game.play(&colours, ENDLESS);
         support::verdict(killer.join(killing)?).context("the killer")?;
         match outcome {
             Ok(played) => bail!("the game ended well: {}", played.summary()),
@@ -292,6 +307,30 @@ fn a_meeting_place_killed_mid_game_ends_the_game_with_an_error(s: &Scenario) -> 
                 Ok(())
             }
         }
+    })?;
+    run_coordinator(s, &first, &())
+}
+
+/// One creature cannot meet anyone: a game of some meetings is refused before any process
+/// starts; a game of none ends at once.
+fn a_game_needs_two_creatures(s: &Scenario) -> anyhow::Result<()> {
+    let game = Game::define()?;
+    let first = coordinator(move |()| {
+        let refused = game.play(&[Colour::Blue], 10);
+        ensure!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("two creatures")),
+            "{refused:?}"
+        );
+        let played = game.play(&[Colour::Blue], 0)?;
+        ensure!(played.total() == 0 && played.hosted.meetings == 0);
+        ensure!(
+            played.report() == " blue\n0 zero\n zero\n",
+            "{}",
+            played.report()
+        );
+        Ok(())
     })?;
     run_coordinator(s, &first, &())
 }

@@ -523,11 +523,17 @@ impl Game {
     ///
     /// # Errors
     ///
-    /// When a channel cannot be made, a process cannot be started, a creature died or failed,
+    /// When there are fewer than two creatures for a game of some meetings, a channel cannot
+    /// be made, a process cannot be started, a creature died or failed,
     /// the meeting place failed, or the counts do not add up. When a creature ended without a
     /// tally, the meeting place is not waited for: it ends on its own once this process has
     /// ended too (the ends that were moved but never opened are counted until then).
     pub fn play(&self, colours: &[Colour], meetings: u64) -> anyhow::Result<Played> {
+        anyhow::ensure!(
+            colours.len() >= 2 || meetings == 0,
+            "a game of {meetings} meetings needs two creatures at least, not {}",
+            colours.len()
+        );
         let (arrive, arrivals) = channel::<Arrival>(colours.len().max(1), MAX_MESSAGE)
             .context("make the arrivals channel")?;
         let mut replies = Vec::with_capacity(colours.len());

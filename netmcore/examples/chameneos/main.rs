@@ -32,8 +32,11 @@
 //!
 //! The time is the meeting place's, from the first arrival to the last meeting. A creature
 //! that dies ends the game with an error that names it, never a hang: the meeting place
-//! learns it when it tells that creature something (its reply channel is disconnected), stops
-//! everyone else, and the first process reports which creature ended without a tally. The
+//! learns it when it tells that creature something (its reply channel is disconnected),
+//! which it also does every 16,384 meetings and when nobody came for 100 ms (a `Ping` the
+//! creature ignores); it then stops everyone else, and the first process reports which
+//! creature ended without a tally. A meeting place that dies is a disconnected channel for
+//! every creature. The
 //! socket directory of the master is a fresh directory under the system's temporary
 //! directory, named after the process, and removed at the end. This is OCamlnet's `chameneos`
 //! example over netmcore's channels instead of camlboxes.

@@ -852,10 +852,11 @@ pub fn chameneos(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
     })?;
     let plan = Plan {
         reps: setting.reps,
-        // 60,000 meetings a game with --quick, 600,000 otherwise (the example's default).
+        // 20,000 meetings a game with --quick, 100,000 otherwise: a second or a few at the
+        // rates of a busy 2-core machine, with a repetition a game.
         batch: setting.pick(Scale {
-            quick: 60_000,
-            full: 600_000,
+            quick: 20_000,
+            full: 100_000,
         }),
         warmup: 1,
     };
