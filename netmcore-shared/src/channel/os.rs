@@ -26,7 +26,8 @@ use crate::{Error, Result};
 
 /// How long a side looks at an empty (or full) queue before it sleeps: the other side on
 /// another core usually moves within a microsecond or two, far sooner than a sleep and a
-/// wake (tens of microseconds for a process asleep on an idle core).
+/// wake (tens of microseconds for a process asleep on an idle core). Between two looks the
+/// side yields its core, for a peer that waits for it.
 const SPIN: Duration = Duration::from_micros(20);
 
 /// The proof that the calling process claimed a channel slot for writing, which
@@ -436,7 +437,11 @@ impl End {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(Error::Timeout);
                     }
-                    std::hint::spin_loop();
+                    // A yield, not a pause: when there are more busy processes than cores,
+                    // the peer this side waits for may be waiting for this very core, and a
+                    // pause would keep it off for the whole spin. Alone on its core, a yield
+                    // returns at once.
+                    std::thread::yield_now();
                 }
                 Claim::Full(Some(park)) => {
                     if !self.park(&queue, park, ends_seq, epoch, &watch, deadline) {
@@ -525,7 +530,11 @@ impl End {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(Error::Timeout);
                     }
-                    std::hint::spin_loop();
+                    // A yield, not a pause: when there are more busy processes than cores,
+                    // the peer this side waits for may be waiting for this very core, and a
+                    // pause would keep it off for the whole spin. Alone on its core, a yield
+                    // returns at once.
+                    std::thread::yield_now();
                 }
                 Some(park) => {
                     if !self.park(&queue, park, ends_seq, epoch, &watch, deadline) {
