@@ -682,12 +682,15 @@ fn wake_ends(segment: &Segment, layout: &Layout, wake: Wake) {
 
 /// Whether a waiting side has spun long enough to sleep. The clock starts after the first
 /// few turns (most waits end sooner, and reading it costs more than a look at the queue), and
-/// is read once every 32 turns.
+/// is read once every 32 turns, after a `sched_yield`: on a busy machine the other side may
+/// be waiting for this very CPU, and a spin that does not give it up only delays the message
+/// it waits for (measured: about three times the messages per second between two processes).
 fn spun(until: &mut Option<Instant>, spins: &mut u32) -> bool {
     *spins = spins.wrapping_add(1);
     if *spins < 64 || !spins.is_multiple_of(32) {
         return false;
     }
+    std::thread::yield_now();
     let now = Instant::now();
     match until {
         None => {
