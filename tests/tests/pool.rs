@@ -1,6 +1,6 @@
 //! `netmcore::pool` across processes: ordered maps, outcomes per item and results as they
-//! arrive; a panicking task fails alone; a worker that exits or is killed in a task is replaced
-//! and the task retried once, then `Died`; a worker killed while idle is replaced; an input of
+//! arrive; a panicking task fails alone; a worker that exits, segfaults or is killed in a task
+//! is replaced and the task retried once, then `Died`; a worker killed while idle is replaced; an input of
 //! ten million items runs in bounded memory; `close` joins every worker; `pool::map` is a whole
 //! run.
 //!
@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         map_keeps_the_input_order_and_every_item_has_one_outcome,
         a_panicking_task_fails_alone_and_its_worker_goes_on,
         a_worker_that_exits_in_a_task_is_replaced_and_the_task_retried,
+        a_worker_that_segfaults_in_a_task_is_replaced_and_the_task_retried,
         a_task_that_kills_every_worker_it_runs_on_fails_with_died,
         a_worker_killed_while_idle_is_replaced,
         a_worker_killed_while_busy_loses_nothing_and_duplicates_nothing,
@@ -168,6 +169,57 @@ fn a_worker_that_exits_in_a_task_is_replaced_and_the_task_retried(
             "one worker is new: {before:?} then {after:?}"
         );
         pool.close()?;
+        Ok(())
+    })?;
+    run_coordinator(s, &first, &())
+}
+
+/// Item 17 dies of SIGSEGV the first time it runs (a marker file says whether it ran): the
+/// worker is replaced, the item runs again and every result is right; with chunks of 1 and of
+/// the default size.
+fn a_worker_that_segfaults_in_a_task_is_replaced_and_the_task_retried(
+    s: &Scenario,
+) -> anyhow::Result<()> {
+    let marker = s.path("crashed-once");
+    let task = pool::def_task(move |n: u64| {
+        if n == 17
+            && std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&marker)
+                .is_ok()
+        {
+            // The Rust runtime's SIGSEGV handler (stack overflow detection) takes the first
+            // signal, restores the default action and returns; the second one kills.
+            for _ in 0..2 {
+                let _ = kill_process(rustix::process::getpid(), Signal::SEGV);
+            }
+        }
+        square(n)
+    })?;
+    let marker = s.path("crashed-once");
+    let first = coordinator(move |()| {
+        for chunk in [Some(1), None] {
+            let _ = std::fs::remove_file(&marker);
+            let pool = Pool::start(&task, 2)?;
+            let pool = match chunk {
+                Some(items) => pool.chunk_size(items),
+                None => pool,
+            };
+            let before = pool.worker_ids();
+            let got = pool.map(0..300)?;
+            ensure!(
+                got.iter().enumerate().all(|(i, &r)| r == square(i as u64)),
+                "a result is wrong with chunks of {chunk:?}"
+            );
+            ensure!(marker.exists(), "item 17 never crashed");
+            let after = pool.worker_ids();
+            ensure!(
+                after.iter().filter(|pid| !before.contains(pid)).count() == 1,
+                "one worker is new: {before:?} then {after:?}"
+            );
+            pool.close()?;
+        }
         Ok(())
     })?;
     run_coordinator(s, &first, &())
