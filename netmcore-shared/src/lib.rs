@@ -1,8 +1,8 @@
 //! Data structures in shared memory for [netmcore](https://crates.io/crates/netmcore): locks,
 //! condition variables, semaphores, barriers, vectors, matrices, hash maps and sets, atomic
-//! counters, byte pipes and write-once archives that the processes of one netmcore run share,
-//! each in a POSIX shared memory *segment* of its own that the master registers like any other
-//! resource.
+//! counters, typed channels, byte pipes and write-once archives that the processes of one
+//! netmcore run share, each in a POSIX shared memory *segment* of its own that the master
+//! registers like any other resource.
 //!
 //! ```
 //! use netmcore_shared::{Mutex, SharedVec};
@@ -48,8 +48,11 @@
 //!   their process. A wait watches the master's death board beside its own word, so a lock
 //!   whose holder died is taken over (and reported poisoned), a barrier a participant died at is
 //!   [`Error::Broken`], claims of a dead process are released, and the lock of a [`HashMap`] or
-//!   [`HashSet`] is taken over by the next operation, which finds every insert that completed; a pipe whose writer died
-//!   without closing it is a broken pipe after its data, never a clean end-of-file.
+//!   [`HashSet`] is taken over by the next operation, which finds every insert that completed;
+//!   a pipe whose writer died without closing it is a broken pipe after its data, never a clean
+//!   end-of-file; a [`channel`] whose senders all died is [`Error::Disconnected`] for its
+//!   receivers once drained (and whose receivers all died, for its senders), and a slot a
+//!   process died in the middle of is skipped or freed by the next one that needs it.
 //! * **Leak-free.** A segment is a resource of the master: it is destroyed when its last user
 //!   lets go or dies, and after a crash.
 //!

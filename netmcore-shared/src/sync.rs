@@ -3,8 +3,9 @@
 //! very code that ships. Code using this module never names either crate.
 //!
 //! Only the pure state machines use it (`mutex::state`, `condvar::state`, `barrier::state`,
-//! `claims::state`, `pipe::state`, `channel::state`); what meets the kernel (the futex calls and the views of a mapping in
-//! `sys`) is std's, and in a normal build the two are the same types.
+//! `claims::state`, `pipe::state`, `channel::state`); what meets the kernel (the futex calls
+//! and the views of a mapping in `sys`) is std's, and in a normal build the two are the same
+//! types.
 
 #[cfg(not(netmcore_loom))]
 pub(crate) use std::sync::atomic;

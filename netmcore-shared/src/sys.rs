@@ -470,10 +470,11 @@ pub(crate) fn frozen_slice<T: Plain, M: Mapped>(
 /// The bytes of a pipe's ring that its reader may read: `len` bytes at byte `offset` of
 /// `memory`, shared, or `None` if they do not fit.
 ///
-/// `readable` is the proof, consumed here so that one step gives one slice: only
-/// `crate::pipe` makes one, for bytes between the head and the tail that the protocol's step
-/// just read, in the process that owns the reader end (the only one that moves the head); the
-/// `PipeReader` that owns the slice frees the bytes (moves the head) only when it is gone.
+/// `readable` is the proof, consumed here so that one proof gives one slice: only
+/// `crate::pipe` makes one, for bytes between the head and the tail that the protocol's last
+/// step read (all of them, or a piece the head has not passed yet), in the process that owns
+/// the reader end (the only one that moves the head); the `PipeReader` that owns the slice
+/// frees the bytes (moves the head) only when it is gone.
 pub(crate) fn readable_bytes<M: Mapped>(
     memory: &M,
     offset: usize,
@@ -491,10 +492,11 @@ pub(crate) fn readable_bytes<M: Mapped>(
 /// The bytes of a pipe's ring that its writer may write: `len` bytes at byte `offset` of
 /// `memory`, exclusively, or `None` if they do not fit.
 ///
-/// `writable` is the proof, consumed here so that one step gives one slice: only
+/// `writable` is the proof, consumed here so that one proof gives one slice: only
 /// `crate::pipe` makes one, for free bytes between the tail and the head plus the capacity
-/// that the protocol's step just read, in the process that owns the writer end (the only one
-/// that moves the tail); the slice is gone before the tail is published.
+/// that the protocol's last step read (all of them, or a piece the tail has not passed yet),
+/// in the process that owns the writer end (the only one that moves the tail); the slice is
+/// gone before the tail is published past it.
 #[expect(
     clippy::mut_from_ref,
     reason = "shared memory: exclusivity comes from the head and tail protocol"

@@ -20,6 +20,10 @@ pub enum TaskFailure {
     /// the one retry on another worker; the string says how the last one ended.
     #[error("the worker died in the task: {0}")]
     Died(String),
+    /// The item, or the task's result, is larger encoded than a message of the pool; the
+    /// string says which and how large.
+    #[error("too large for the pool: {0}")]
+    TooLarge(String),
 }
 
 #[cfg(test)]

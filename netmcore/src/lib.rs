@@ -98,6 +98,7 @@
 //! [`startup`] on the directory and [`destroy_resources_in`] (from any process) clean up too.
 #![deny(unsafe_code)]
 
+pub mod pool;
 pub mod process;
 
 pub use netmcore_encap::{ByteBuf, Encap, EncapError};
@@ -115,8 +116,9 @@ pub use netmcore_resources::{Inherit, ProcessId, ResId, ResourceKind};
 /// primitives on their own.
 pub use netmcore_ipc as ipc;
 
-/// Data structures in shared memory — locks, vectors, matrices and hash tables — that the
-/// processes of a run share by handle (the `netmcore-shared` crate).
+/// Data structures in shared memory — locks, vectors, matrices, hash tables, typed channels,
+/// byte pipes and archives — that the processes of a run share by handle (the
+/// `netmcore-shared` crate).
 pub use netmcore_shared as shared;
 
 /// A global switch for verbose events (the seed's `Debug.enable`); logging itself goes

@@ -174,3 +174,82 @@ fn nqueens_counts_12_and_92_in_every_mode_and_leaves_nothing() {
         }
     }
 }
+
+/// The sieve of the `primes` example, whose unit tests run here.
+#[path = "../examples/primes/sieve.rs"]
+mod primes_sieve;
+
+/// `primes 2000000` counts 148,933 primes with a pool per core and with one worker, prints
+/// both times and the speed-up, and leaves no process and nothing in `/dev/shm`.
+#[test]
+fn primes_counts_below_two_million_with_a_pool_and_leaves_nothing() {
+    assert_eq!(
+        primes_sieve::count_primes_in(0, primes_sieve::BLOCK),
+        82_025
+    );
+    let before = netmcore_shm_objects();
+    let (out, pgid) = run_example_in_group("primes", &["2000000"]);
+    assert!(out.contains("primes below 2000000: 148933\n"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("1 worker ") && l.contains("speed-up")),
+        "{out}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || processes_in_group(pgid)
+            .is_empty()),
+        "primes left processes: {:?}",
+        processes_in_group(pgid)
+    );
+    let left: Vec<_> = netmcore_shm_objects()
+        .difference(&before)
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "primes left in /dev/shm: {left:?}");
+    let out = run_example("primes", &["100000", "3"]);
+    assert!(out.contains("primes below 100000: 9592\n"), "{out}");
+    assert!(out.contains("3 workers "), "{out}");
+}
+
+/// `chameneos 6000` prints the complements table and both games, each creature's meetings
+/// summing to twice the meetings and the total spelled.
+#[test]
+fn chameneos_prints_the_table_and_two_games_of_6000_meetings() {
+    let out = run_example("chameneos", &["6000"]);
+    let lines: Vec<&str> = out.lines().collect();
+    // The complements table, then each game: a blank line, the colours, a line per creature,
+    // the total spelled, the summary.
+    assert_eq!(lines.len(), 9 + (4 + 3) + (4 + 10), "{out}");
+    assert_eq!(lines[0], "blue + blue -> blue", "{out}");
+    assert_eq!(lines[1], "blue + red -> yellow", "{out}");
+    assert_eq!(lines[5], "red + yellow -> blue", "{out}");
+    assert_eq!(lines[8], "yellow + yellow -> yellow", "{out}");
+    let mut at = 9;
+    for colours in [
+        " blue red yellow",
+        " blue red yellow red yellow blue red yellow red blue",
+    ] {
+        let creatures = colours.split_whitespace().count();
+        assert_eq!(lines[at], "", "{out}");
+        assert_eq!(lines[at + 1], colours, "{out}");
+        let mut sum = 0;
+        for line in &lines[at + 2..at + 2 + creatures] {
+            let (meetings, self_meetings) = line.split_once(' ').expect("count and spelling");
+            sum += meetings.parse::<u64>().expect("a count of meetings");
+            assert_eq!(self_meetings, "zero", "{out}");
+        }
+        assert_eq!(sum, 12_000, "{out}");
+        assert_eq!(
+            lines[at + 2 + creatures],
+            " one two zero zero zero",
+            "{out}"
+        );
+        let summary = lines[at + 3 + creatures];
+        assert!(
+            summary.starts_with(&format!("{creatures} creatures: 6000 meetings in ")),
+            "{out}"
+        );
+        assert!(summary.ends_with(" meetings/s"), "{out}");
+        at += creatures + 4;
+    }
+}

@@ -209,16 +209,23 @@ pub(crate) struct Park {
     pub(crate) expected: u32,
 }
 
+/// A position and where it lives: what a claim or a take hands to the publication or the
+/// release that follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spot {
+    /// The position.
+    pub(crate) pos: u64,
+    /// Its slot.
+    pub(crate) index: usize,
+    /// Its lap.
+    lap: u32,
+}
+
 /// What a sender's step found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Claim {
-    /// The slot of position `pos` is the caller's to write (`WRITING`).
-    Claimed {
-        /// The position.
-        pos: u64,
-        /// Its slot.
-        index: usize,
-    },
+    /// The slot of this spot is the caller's to write (`WRITING`).
+    Claimed(Spot),
     /// The queue is full. With a [`Park`] when the step announced a sleeper.
     Full(Option<Park>),
 }
@@ -226,12 +233,10 @@ pub(crate) enum Claim {
 /// What a receiver's step found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Take {
-    /// The message of position `pos`, `len` bytes, is the caller's to read (`READING`).
+    /// The message of this spot, `len` bytes, is the caller's to read (`READING`).
     Taken {
-        /// The position.
-        pos: u64,
-        /// Its slot.
-        index: usize,
+        /// Where it is.
+        spot: Spot,
         /// The message's length ([`VOID`]: none, release and go on).
         len: u32,
     },
@@ -258,15 +263,21 @@ impl<'a, S: Slots> QueueState<'a, S> {
         }
     }
 
-    /// The slot and lap of position `pos`.
+    /// The slot and lap of position `pos`: one division, or a mask and a shift for a
+    /// capacity that is a power of two.
     fn place(&self, pos: u64) -> (usize, &SlotWords, u32) {
-        // The remainder is below the capacity, a usize.
-        let index = (pos % self.capacity) as usize;
-        (
-            index,
-            self.slots.slot(index),
-            (pos / self.capacity) as u32 & LAP_MASK,
-        )
+        let (index, lap) = if self.capacity.is_power_of_two() {
+            (
+                pos & (self.capacity - 1),
+                pos >> self.capacity.trailing_zeros(),
+            )
+        } else {
+            let lap = pos / self.capacity;
+            (pos - lap * self.capacity, lap)
+        };
+        // The index is below the capacity, a usize.
+        let index = index as usize;
+        (index, self.slots.slot(index), lap as u32 & LAP_MASK)
     }
 
     /// The words of slot `index`.
@@ -333,7 +344,7 @@ impl<'a, S: Slots> QueueState<'a, S> {
                         .is_ok()
                     {
                         Self::help(tail, t);
-                        return Ok(Claim::Claimed { pos: t, index });
+                        return Ok(Claim::Claimed(Spot { pos: t, index, lap }));
                     }
                 }
                 // Claimed by another sender: move the tail on for it.
@@ -374,8 +385,8 @@ impl<'a, S: Slots> QueueState<'a, S> {
         }
     }
 
-    /// The sender of position `pos` publishes its message of `len` bytes (or [`VOID`]) written
-    /// in slot `index`: `WRITING → FULL`, waking the receivers that wait for it.
+    /// The sender of `spot` publishes its message of `len` bytes (or [`VOID`]) written in its
+    /// slot: `WRITING → FULL`, waking the receivers that wait for it.
     ///
     /// # Errors
     ///
@@ -383,12 +394,12 @@ impl<'a, S: Slots> QueueState<'a, S> {
     /// process, which took the caller for dead: a corrupt tag).
     pub(crate) fn publish(
         &self,
-        pos: u64,
+        spot: Spot,
         me: u32,
         len: u32,
         waker: &impl Waker,
     ) -> Result<(), BadState> {
-        let (_, slot, lap) = self.place(pos);
+        let (slot, lap) = (self.slots.slot(spot.index), spot.lap);
         slot.len.store(len, Ordering::Relaxed);
         let mine = stamp(lap, WRITING, me);
         let mut s = slot.stamp.load(Ordering::SeqCst);
@@ -440,7 +451,10 @@ impl<'a, S: Slots> QueueState<'a, S> {
                     {
                         Self::help(head, h);
                         let len = slot.len.load(Ordering::Relaxed);
-                        return Ok(Take::Taken { pos: h, index, len });
+                        return Ok(Take::Taken {
+                            spot: Spot { pos: h, index, lap },
+                            len,
+                        });
                     }
                 }
                 (0, WRITING) if peers.is_dead(tag_of(s)) => {
@@ -492,14 +506,14 @@ impl<'a, S: Slots> QueueState<'a, S> {
         }
     }
 
-    /// The receiver of position `pos` is done with its message: `READING → FREE` of the next
-    /// lap, waking the senders that wait for the slot.
+    /// The receiver of `spot` is done with its message: `READING → FREE` of the next lap,
+    /// waking the senders that wait for the slot.
     ///
     /// # Errors
     ///
     /// [`BadState`] when the slot is no longer the caller's.
-    pub(crate) fn release(&self, pos: u64, me: u32, waker: &impl Waker) -> Result<(), BadState> {
-        let (_, slot, lap) = self.place(pos);
+    pub(crate) fn release(&self, spot: Spot, me: u32, waker: &impl Waker) -> Result<(), BadState> {
+        let (slot, lap) = (self.slots.slot(spot.index), spot.lap);
         let mine = stamp(lap, READING, me);
         let mut s = slot.stamp.load(Ordering::SeqCst);
         loop {
@@ -885,7 +899,7 @@ mod scenarios {
         }
 
         /// Claims a slot for `me` (sleeping while the queue is full), without publishing it.
-        pub(super) fn claim(&self, me: u32) -> (u64, usize) {
+        pub(super) fn claim(&self, me: u32) -> Spot {
             let queue = self.queue();
             loop {
                 let epoch = self.board.epoch();
@@ -893,7 +907,7 @@ mod scenarios {
                     .claim(me, true, &self.board, &self.futex)
                     .expect("valid stamps")
                 {
-                    Claim::Claimed { pos, index } => return (pos, index),
+                    Claim::Claimed(spot) => return spot,
                     Claim::Full(Some(park)) => self.futex.park(&[
                         (&self.slots[park.index].seq, park.expected),
                         (&self.board.epoch, epoch),
@@ -905,16 +919,16 @@ mod scenarios {
 
         /// Sends `value` as `me`.
         pub(super) fn send(&self, me: u32, value: u64) {
-            let (pos, index) = self.claim(me);
+            let spot = self.claim(me);
             // Relaxed: the publication orders it.
-            self.data[index].store(value, Ordering::Relaxed);
+            self.data[spot.index].store(value, Ordering::Relaxed);
             self.queue()
-                .publish(pos, me, 8, &self.futex)
+                .publish(spot, me, 8, &self.futex)
                 .expect("the slot is ours");
         }
 
         /// Takes a message as `me` (sleeping while the queue is empty), without releasing it.
-        pub(super) fn take(&self, me: u32) -> (u64, u64) {
+        pub(super) fn take(&self, me: u32) -> (Spot, u64) {
             let queue = self.queue();
             loop {
                 let epoch = self.board.epoch();
@@ -922,9 +936,9 @@ mod scenarios {
                     .take(me, true, &self.board, &self.futex)
                     .expect("valid stamps")
                 {
-                    Take::Taken { pos, index, len } => {
+                    Take::Taken { spot, len } => {
                         assert_eq!(len, 8);
-                        return (pos, self.data[index].load(Ordering::Relaxed));
+                        return (spot, self.data[spot.index].load(Ordering::Relaxed));
                     }
                     Take::Empty(Some(park)) | Take::InFlight(Some(park)) => self.futex.park(&[
                         (&self.slots[park.index].seq, park.expected),
@@ -937,9 +951,9 @@ mod scenarios {
 
         /// Receives a message as `me`.
         pub(super) fn recv(&self, me: u32) -> u64 {
-            let (pos, value) = self.take(me);
+            let (spot, value) = self.take(me);
             self.queue()
-                .release(pos, me, &self.futex)
+                .release(spot, me, &self.futex)
                 .expect("the slot is ours");
             value
         }
@@ -1192,17 +1206,16 @@ mod tests {
             s.stamp.store(stamp(LAP_MASK, FREE, 0), Ordering::SeqCst);
         }
         for i in 0..10 {
-            let Ok(Claim::Claimed { pos, .. }) = queue.claim(1, false, &NoDeaths, &Futex::new())
-            else {
+            let Ok(Claim::Claimed(spot)) = queue.claim(1, false, &NoDeaths, &Futex::new()) else {
                 panic!("room");
             };
-            assert_eq!(pos, start + i);
-            queue.publish(pos, 1, 0, &Futex::new()).expect("ours");
-            let Ok(Take::Taken { pos: got, .. }) = queue.take(2, false, &NoDeaths, &Futex::new())
+            assert_eq!(spot.pos, start + i);
+            queue.publish(spot, 1, 0, &Futex::new()).expect("ours");
+            let Ok(Take::Taken { spot: got, .. }) = queue.take(2, false, &NoDeaths, &Futex::new())
             else {
                 panic!("a message");
             };
-            assert_eq!(got, pos);
+            assert_eq!(got, spot);
             queue.release(got, 2, &Futex::new()).expect("ours");
         }
     }
@@ -1218,8 +1231,13 @@ mod tests {
         assert!(queue.take(2, false, &NoDeaths, &Futex::new()).is_err());
         // A publication of a slot that is not the caller's.
         slots[0].stamp.store(stamp(0, WRITING, 5), Ordering::SeqCst);
-        assert!(queue.publish(0, 1, 0, &Futex::new()).is_err());
-        assert!(queue.release(0, 1, &Futex::new()).is_err());
+        let spot = Spot {
+            pos: 0,
+            index: 0,
+            lap: 0,
+        };
+        assert!(queue.publish(spot, 1, 0, &Futex::new()).is_err());
+        assert!(queue.release(spot, 1, &Futex::new()).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::state::{End, PipeState, PipeWords, ReadStep, Refused, WriteStep};
 use crate::handle::{Handle, fingerprint};
@@ -14,19 +15,56 @@ use crate::sys;
 use crate::wait::{Watch, own_tag};
 use crate::{Error, Result};
 
-/// How many times an end looks at an empty (or full) ring before it sleeps: the other side
-/// on another core usually moves within a few hundred nanoseconds, far sooner than a sleep
-/// and a wake.
-const SPINS: u32 = 100;
+/// How long an end keeps looking at an empty (or full) ring before it sleeps: the other side
+/// moves its counter a piece at a time, every few microseconds while it copies, far sooner
+/// than a sleep and a wake.
+const SPIN_FOR: Duration = Duration::from_micros(50);
 
-/// The proof that the calling process owns a pipe's reader end and that the protocol's step
-/// just found the bytes it covers between the head and the tail, which `sys::readable_bytes`
-/// consumes. Only this module makes one.
+/// The look before a sleep: for [`SPIN_FOR`] from the first time the ring was found empty
+/// (or full), yielding the core between looks. The yield matters when both ends run on one
+/// core (a wake tends to put the woken process beside its waker): a spin that keeps the core
+/// only delays the other side, which cannot move before the spinner gives up; on a core of
+/// its own, a yield with nobody else to run returns at once.
+struct Spin {
+    /// When the look ends, from the first turn.
+    until: Option<Instant>,
+    /// Set when it has ended: the next step raises the flag and may sleep.
+    over: bool,
+}
+
+impl Spin {
+    fn new() -> Spin {
+        Spin {
+            until: None,
+            over: false,
+        }
+    }
+
+    /// Whether the look is over (the step announces a sleep).
+    fn over(&self) -> bool {
+        self.over
+    }
+
+    /// One more look at the ring after this one: yields the core, or ends the look.
+    fn turn(&mut self) {
+        let now = Instant::now();
+        if now < *self.until.get_or_insert(now + SPIN_FOR) {
+            std::thread::yield_now();
+        } else {
+            self.over = true;
+        }
+    }
+}
+
+/// The proof that the calling process owns a pipe's reader end and that the protocol's last
+/// step found the bytes it covers between the head and the tail (all of them, or one piece
+/// that the head has not passed yet), which `sys::readable_bytes` consumes. Only this module
+/// makes one.
 pub(crate) struct Readable(());
 
-/// The proof that the calling process owns a pipe's writer end and that the protocol's step
-/// just found the bytes it covers free, which `sys::writable_bytes` consumes. Only this module
-/// makes one.
+/// The proof that the calling process owns a pipe's writer end and that the protocol's last
+/// step found the bytes it covers free (all of them, or one piece that the tail has not
+/// passed yet), which `sys::writable_bytes` consumes. Only this module makes one.
 pub(crate) struct Writable(());
 
 /// The type whose fingerprint a pipe's header records: both ends' handles name the one
@@ -187,6 +225,12 @@ impl Pipe {
         self.layout.payload_len as u64
     }
 
+    /// Where byte `at` of the stream lies in the ring, from its start.
+    fn ring_offset(&self, at: u64) -> usize {
+        // Below the capacity, which is a `usize`.
+        usize::try_from(at % self.capacity()).unwrap_or(0)
+    }
+
     /// An error unless the calling process owns this end (not a child forked with a copy).
     fn check_process(&self) -> io::Result<()> {
         if std::process::id() == self.pid {
@@ -260,13 +304,16 @@ fn state<'a>(segment: &'a Segment, layout: &Layout) -> PipeState<'a> {
 /// The writing end of a [`pipe`]: [`io::Write`]. Dropping it closes the stream: the reader
 /// reads what was written, then end-of-file.
 ///
-/// A `write` blocks while the ring is full, and writes as much as fits. It fails with
+/// A `write` blocks while the ring is full, and writes as much as fits: a piece at a time (a
+/// quarter of the ring, from 4 to 16 KiB), each readable as soon as it is in, so that the
+/// reader copies one out while the next is copied in. It fails with
 /// [`io::ErrorKind::BrokenPipe`] once the reader dropped its end or its process died;
 /// with [`io::ErrorKind::InvalidData`] when the ring's counters are corrupt.
 ///
 /// **Moving.** [`PipeWriter::into_handle`] gives the end away; exactly one process (this one
 /// or another) opens it with [`PipeWriter::open`], and a second open is [`Error::Busy`]. Until
-/// then the end is this process's: if it ends first, the reader gets a broken pipe.
+/// then the end is this process's: if it ends first, the reader gets a broken pipe (a read
+/// waiting on it is woken by the death).
 pub struct PipeWriter {
     pipe: Pipe,
 }
@@ -274,7 +321,8 @@ pub struct PipeWriter {
 /// The reading end of a [`pipe`]: [`io::Read`] and [`io::BufRead`], whose `fill_buf` lends
 /// the ring's bytes without a copy.
 ///
-/// A read blocks while the ring is empty. It returns end-of-file (`Ok(0)`) after the last
+/// A read blocks while the ring is empty; it frees the ring a piece at a time as it copies.
+/// It returns end-of-file (`Ok(0)`) after the last
 /// byte once the writer dropped its end, and fails with [`io::ErrorKind::BrokenPipe`] after
 /// the last byte when the writer's process died without closing it — never a clean end;
 /// with [`io::ErrorKind::InvalidData`] when the ring's counters are corrupt.
@@ -323,8 +371,11 @@ impl Write for PipeWriter {
 }
 
 impl PipeWriter {
-    /// Writes what fits of `buf`; when the ring is full, sleeps if `blocking`, or else fails
-    /// with [`io::ErrorKind::WouldBlock`].
+    /// Writes what fits of `buf`, a piece at a time, each published as soon as it is in the
+    /// ring so that the reader copies it out while the next one is copied in. Returns once
+    /// `buf` is written, or once some of it is and the ring is full (the caller comes back);
+    /// when the ring is full before the first byte, spins a little and then sleeps if
+    /// `blocking`, or else fails with [`io::ErrorKind::WouldBlock`].
     fn write_some(&mut self, buf: &[u8], blocking: bool) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -332,40 +383,46 @@ impl PipeWriter {
         let pipe = &self.pipe;
         pipe.check_process()?;
         let state = pipe.state();
-        let capacity = pipe.capacity();
         let watch = Watch::new();
-        let mut spins = 0;
+        let mut spin = Spin::new();
+        let mut done = 0;
         loop {
             let epoch = watch.epoch();
-            let announce = spins >= SPINS;
-            match state
-                .write_step(announce, &watch)
-                .map_err(|b| pipe.corrupt(b))?
-            {
+            let announce = spin.over();
+            let step = match state.write_step(announce, &watch) {
+                Ok(step) => step,
+                // What is written stays written; the next call reports the rest.
+                Err(_) if done > 0 => return Ok(done),
+                Err(bad) => return Err(pipe.corrupt(bad)),
+            };
+            match step {
                 WriteStep::Space { tail, len } => {
-                    let n = usize::try_from(len).unwrap_or(usize::MAX).min(buf.len());
-                    // Up to the end of the ring, then from its start.
-                    let start = usize::try_from(tail % capacity).unwrap_or(0);
-                    let first = n.min(pipe.layout.payload_len - start);
-                    let pieces = [(start, &buf[..first]), (0, &buf[first..n])];
-                    for (at, bytes) in pieces {
-                        if bytes.is_empty() {
-                            continue;
-                        }
+                    let len = len.min((buf.len() - done) as u64);
+                    let mut moved = 0;
+                    while moved < len {
+                        let at = tail.wrapping_add(moved);
+                        let n = state.next_piece(at, len - moved);
+                        let n_usize = usize::try_from(n).unwrap_or(usize::MAX);
                         let to = sys::writable_bytes(
                             pipe.segment.mapping(),
-                            pipe.layout.payload + at,
-                            bytes.len(),
+                            pipe.layout.payload + pipe.ring_offset(at),
+                            n_usize,
                             Writable(()),
                         )
                         .unwrap_or_else(|| unreachable!("the ring holds its free bytes"));
-                        to.copy_from_slice(bytes);
+                        to.copy_from_slice(&buf[done..done + n_usize]);
+                        let wake = state.publish(at, n);
+                        let _ = sys::wake(&state.words().data_seq, wake);
+                        moved += n;
+                        done += n_usize;
                     }
-                    let wake = state.publish(tail, n as u64);
-                    let _ = sys::wake(&state.words().data_seq, wake);
-                    return Ok(n);
+                    if done == buf.len() {
+                        return Ok(done);
+                    }
                 }
+                WriteStep::Broken if done > 0 => return Ok(done),
                 WriteStep::Broken => return Err(pipe.broken()),
+                WriteStep::Park { .. } if done > 0 => return Ok(done),
                 WriteStep::Park { .. } if !blocking => {
                     return Err(io::ErrorKind::WouldBlock.into());
                 }
@@ -373,8 +430,7 @@ impl PipeWriter {
                     if announce {
                         watch.park(&state.words().space_seq, expected, epoch, None);
                     } else {
-                        spins += 1;
-                        std::hint::spin_loop();
+                        spin.turn();
                     }
                 }
             }
@@ -425,27 +481,27 @@ impl BufRead for PipeReader {
 
 impl PipeReader {
     /// The readable bytes up to the end of the ring; when the ring is empty and the writer
-    /// alive, sleeps if `blocking`, or else fails with [`io::ErrorKind::WouldBlock`].
+    /// alive, spins a little and then sleeps if `blocking`, or else fails with
+    /// [`io::ErrorKind::WouldBlock`].
     fn fill(&mut self, blocking: bool) -> io::Result<&[u8]> {
         let pipe = &self.pipe;
         pipe.check_process()?;
         let state = pipe.state();
         let capacity = pipe.capacity();
         let watch = Watch::new();
-        let mut spins = 0;
+        let mut spin = Spin::new();
         loop {
             let epoch = watch.epoch();
-            let announce = spins >= SPINS;
+            let announce = spin.over();
             match state
                 .read_step(announce, &watch)
                 .map_err(|b| pipe.corrupt(b))?
             {
                 ReadStep::Data { head, len } => {
                     // Up to the end of the ring; the rest comes at the next call.
-                    let start = usize::try_from(head % capacity).unwrap_or(0);
-                    let n = usize::try_from(len)
-                        .unwrap_or(usize::MAX)
-                        .min(pipe.layout.payload_len - start);
+                    let start = pipe.ring_offset(head);
+                    let to_end = capacity - head % capacity;
+                    let n = usize::try_from(len.min(to_end)).unwrap_or(usize::MAX);
                     self.lent = Some((head, n));
                     return Ok(sys::readable_bytes(
                         pipe.segment.mapping(),
@@ -467,8 +523,75 @@ impl PipeReader {
                     if announce {
                         watch.park(&state.words().data_seq, expected, epoch, None);
                     } else {
-                        spins += 1;
-                        std::hint::spin_loop();
+                        spin.turn();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads into `buf` a piece at a time, each freed as soon as it is copied out so that
+    /// the writer refills it while the next one is copied. Returns once `buf` is full, or once
+    /// some bytes came and no more are there now; before the first byte, as
+    /// [`PipeReader::fill`].
+    fn read_some(&mut self, buf: &mut [u8], blocking: bool) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        // A `consume` after a `read` has nothing of the last `fill_buf` left to free.
+        self.lent = None;
+        let pipe = &self.pipe;
+        pipe.check_process()?;
+        let state = pipe.state();
+        let watch = Watch::new();
+        let mut spin = Spin::new();
+        let mut done = 0;
+        loop {
+            let epoch = watch.epoch();
+            let announce = spin.over();
+            let step = match state.read_step(announce, &watch) {
+                Ok(step) => step,
+                Err(_) if done > 0 => return Ok(done),
+                Err(bad) => return Err(pipe.corrupt(bad)),
+            };
+            match step {
+                ReadStep::Data { head, len } => {
+                    let len = len.min((buf.len() - done) as u64);
+                    let mut moved = 0;
+                    while moved < len {
+                        let at = head.wrapping_add(moved);
+                        let n = state.next_piece(at, len - moved);
+                        let n_usize = usize::try_from(n).unwrap_or(usize::MAX);
+                        let from = sys::readable_bytes(
+                            pipe.segment.mapping(),
+                            pipe.layout.payload + pipe.ring_offset(at),
+                            n_usize,
+                            Readable(()),
+                        )
+                        .unwrap_or_else(|| unreachable!("the ring holds its readable bytes"));
+                        buf[done..done + n_usize].copy_from_slice(from);
+                        let wake = state.consume(at, n);
+                        let _ = sys::wake(&state.words().space_seq, wake);
+                        moved += n;
+                        done += n_usize;
+                    }
+                    if done == buf.len() {
+                        return Ok(done);
+                    }
+                }
+                ReadStep::Eof => return Ok(done),
+                // The bytes before the break are the caller's; the next call reports it.
+                ReadStep::Broken if done > 0 => return Ok(done),
+                ReadStep::Broken => return Err(pipe.broken()),
+                ReadStep::Park { .. } if done > 0 => return Ok(done),
+                ReadStep::Park { .. } if !blocking => {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                ReadStep::Park { expected } => {
+                    if announce {
+                        watch.park(&state.words().data_seq, expected, epoch, None);
+                    } else {
+                        spin.turn();
                     }
                 }
             }
@@ -478,14 +601,7 @@ impl PipeReader {
 
 impl Read for PipeReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let available = self.fill_buf()?;
-        let n = available.len().min(buf.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
+        self.read_some(buf, true)
     }
 }
 
@@ -645,6 +761,19 @@ mod tests {
             for _ in 0..2 {
                 match writer.write_some(b"abc", false) {
                     Ok(n) => prop_assert!((1..=3).contains(&n)),
+                    Err(e) => prop_assert!(
+                        matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::InvalidData
+                                | io::ErrorKind::BrokenPipe
+                        ),
+                        "{e}"
+                    ),
+                }
+                let mut out = [0; 5];
+                match reader.read_some(&mut out, false) {
+                    Ok(n) => prop_assert!(n <= 5),
                     Err(e) => prop_assert!(
                         matches!(
                             e.kind(),

@@ -13,6 +13,16 @@
 //! same for the space the reader freed). Every counter read from shared memory is checked:
 //! `tail < head` or `tail - head > capacity` is a [`BadState`], never a panic.
 //!
+//! # Pieces
+//!
+//! Neither side moves its counter once per call: the writer publishes, and the reader frees,
+//! every [`PipeState::piece`] bytes (a quarter of the ring, from 4 KiB to 16 KiB, never more
+//! than the ring). So while the writer copies one piece the reader already copies the one
+//! before, and the writer refills the piece the reader has just freed: both copy at the same
+//! time instead of taking turns over the whole ring. A piece never crosses the end of the
+//! ring ([`PipeState::next_piece`]), and the free or readable bytes a step found stay so until
+//! the same side moves its own counter past them, so one step serves several pieces.
+//!
 //! # Sleeping
 //!
 //! The reader sleeps while the ring is empty on `data_seq`, the writer while it is full on
@@ -161,17 +171,57 @@ pub(crate) enum Refused {
     Gone,
 }
 
+/// The smallest piece a ring that holds more is moved in.
+const PIECE_MIN: u64 = 4 << 10;
+/// The largest piece: a few of them in flight keep both sides busy, and one fits the cache
+/// of a core beside the caller's buffer.
+const PIECE_MAX: u64 = 16 << 10;
+
 /// The protocol over the words of one pipe of `capacity` bytes.
 #[derive(Clone, Copy)]
 pub(crate) struct PipeState<'a> {
     words: &'a PipeWords,
     capacity: u64,
+    piece: u64,
 }
 
 impl<'a> PipeState<'a> {
-    /// The protocol over `words`, for a ring of `capacity` bytes (at least 1).
+    /// The protocol over `words`, for a ring of `capacity` bytes (at least 1), moved in pieces
+    /// of a quarter of the ring between 4 and 16 KiB (the whole ring when it is smaller).
     pub(crate) fn attach(words: &'a PipeWords, capacity: u64) -> PipeState<'a> {
-        PipeState { words, capacity }
+        let piece = (capacity / 4)
+            .clamp(PIECE_MIN, PIECE_MAX)
+            .min(capacity)
+            .max(1);
+        PipeState {
+            words,
+            capacity,
+            piece,
+        }
+    }
+
+    /// The protocol with pieces of `piece` bytes (at least 1), for the models' tiny rings.
+    #[cfg(test)]
+    pub(crate) fn with_piece(words: &'a PipeWords, capacity: u64, piece: u64) -> PipeState<'a> {
+        PipeState {
+            words,
+            capacity,
+            piece: piece.clamp(1, capacity.max(1)),
+        }
+    }
+
+    /// How many bytes a side moves between two updates of its counter.
+    #[cfg(test)]
+    pub(crate) fn piece(&self) -> u64 {
+        self.piece
+    }
+
+    /// The length of the next piece from byte `at` of the stream when `left` bytes (at least
+    /// one) remain of what a step found: at most a piece, and never across the end of the
+    /// ring, so that it is one slice of the ring from `at % capacity`.
+    pub(crate) fn next_piece(&self, at: u64, left: u64) -> u64 {
+        let to_end = self.capacity.max(1) - at % self.capacity.max(1);
+        left.min(self.piece).min(to_end)
     }
 
     /// Writes the ends of a new pipe: owned by `writer` and `reader` (tags).
@@ -289,8 +339,9 @@ impl<'a> PipeState<'a> {
         Ok(ReadStep::Park { expected })
     }
 
-    /// The reader has read `n` bytes (at most what its last [`ReadStep::Data`] said) from
-    /// `head`: frees them, and says whom to wake on `space_seq`.
+    /// The reader has read `n` bytes from `head`, its counter now (within what its last
+    /// [`ReadStep::Data`] found: one piece of it, or all): frees them, and says whom to wake
+    /// on `space_seq`.
     pub(crate) fn consume(&self, head: u64, n: u64) -> Wake {
         // A counter that would wrap is found behind the other at the next step: corrupt.
         self.words
@@ -335,8 +386,9 @@ impl<'a> PipeState<'a> {
         Ok(WriteStep::Park { expected })
     }
 
-    /// The writer has written `n` bytes (at most what its last [`WriteStep::Space`] said) from
-    /// `tail`: publishes them, and says whom to wake on `data_seq`.
+    /// The writer has written `n` bytes from `tail`, its counter now (within what its last
+    /// [`WriteStep::Space`] found: one piece of it, or all): publishes them, and says whom to
+    /// wake on `data_seq`.
     pub(crate) fn publish(&self, tail: u64, n: u64) -> Wake {
         self.words
             .tail
@@ -438,29 +490,34 @@ mod scenarios {
     const WRITER: u32 = 1;
     const READER: u32 = 2;
 
-    /// A pipe of `ring.len()` bytes whose ends belong to `WRITER` and `READER`.
+    /// A pipe of `ring.len()` bytes moved in pieces of `piece`, whose ends belong to `WRITER`
+    /// and `READER`.
     struct Pipe {
         words: PipeWords,
         ring: Vec<AtomicU8>,
+        piece: u64,
         futex: Futex,
         board: Board,
     }
 
     impl Pipe {
-        fn new(capacity: usize) -> Arc<Pipe> {
+        fn new(capacity: usize, piece: u64) -> Arc<Pipe> {
             Arc::new(Pipe {
                 words: PipeWords::new(WRITER, READER),
                 ring: (0..capacity).map(|_| AtomicU8::new(0)).collect(),
+                piece,
                 futex: Futex::new(),
                 board: Board::new(),
             })
         }
 
         fn state(&self) -> PipeState<'_> {
-            PipeState::attach(&self.words, self.ring.len() as u64)
+            PipeState::with_piece(&self.words, self.ring.len() as u64, self.piece)
         }
 
         /// Writes every byte, or stops at a broken pipe (`Err` with how many were written).
+        /// The free bytes a step finds are filled and published a piece at a time, as the
+        /// writer end does.
         fn write_all(&self, bytes: &[u8]) -> Result<(), usize> {
             let state = self.state();
             let capacity = self.ring.len() as u64;
@@ -469,15 +526,22 @@ mod scenarios {
                 let epoch = self.board.epoch();
                 match state.write_step(true, &self.board).expect("valid counters") {
                     WriteStep::Space { tail, len } => {
-                        let n = len.min((bytes.len() - at) as u64);
-                        for i in 0..n {
-                            let slot = ((tail + i) % capacity) as usize;
-                            // Relaxed: the tail published after it orders it.
-                            self.ring[slot].store(bytes[at + i as usize], Ordering::Relaxed);
+                        let len = len.min((bytes.len() - at) as u64);
+                        let mut done = 0;
+                        while done < len {
+                            let from = tail + done;
+                            let n = state.next_piece(from, len - done);
+                            assert!((1..=self.piece).contains(&n), "a piece of {n}");
+                            for i in 0..n {
+                                let slot = ((from + i) % capacity) as usize;
+                                // Relaxed: the tail published after it orders it.
+                                self.ring[slot].store(bytes[at + i as usize], Ordering::Relaxed);
+                            }
+                            self.futex
+                                .wake(&self.words.data_seq, state.publish(from, n));
+                            at += n as usize;
+                            done += n;
                         }
-                        self.futex
-                            .wake(&self.words.data_seq, state.publish(tail, n));
-                        at += n as usize;
                     }
                     WriteStep::Broken => return Err(at),
                     WriteStep::Park { expected } => self.futex.park(&[
@@ -490,7 +554,8 @@ mod scenarios {
         }
 
         /// Reads up to `limit` bytes, until the end: the bytes, and `Eof` or `Broken` (or
-        /// `Park` when the limit was reached first).
+        /// `Park` when the limit was reached first). The readable bytes a step finds are read
+        /// and freed a piece at a time, as the reader end does.
         fn read(&self, limit: usize) -> (Vec<u8>, ReadStep) {
             let state = self.state();
             let capacity = self.ring.len() as u64;
@@ -502,13 +567,20 @@ mod scenarios {
                 let epoch = self.board.epoch();
                 match state.read_step(true, &self.board).expect("valid counters") {
                     ReadStep::Data { head, len } => {
-                        let n = len.min((limit - got.len()) as u64);
-                        for i in 0..n {
-                            let slot = ((head + i) % capacity) as usize;
-                            got.push(self.ring[slot].load(Ordering::Relaxed));
+                        let len = len.min((limit - got.len()) as u64);
+                        let mut done = 0;
+                        while done < len {
+                            let from = head + done;
+                            let n = state.next_piece(from, len - done);
+                            assert!((1..=self.piece).contains(&n), "a piece of {n}");
+                            for i in 0..n {
+                                let slot = ((from + i) % capacity) as usize;
+                                got.push(self.ring[slot].load(Ordering::Relaxed));
+                            }
+                            self.futex
+                                .wake(&self.words.space_seq, state.consume(from, n));
+                            done += n;
                         }
-                        self.futex
-                            .wake(&self.words.space_seq, state.consume(head, n));
                     }
                     end @ (ReadStep::Eof | ReadStep::Broken) => return (got, end),
                     ReadStep::Park { expected } => self
@@ -527,7 +599,7 @@ mod scenarios {
     /// Three bytes through a ring of two, then the writer closes: the reader gets them all,
     /// in order, once each, then end-of-file.
     pub(super) fn bytes_pass_through_a_tiny_ring() {
-        let pipe = Pipe::new(2);
+        let pipe = Pipe::new(2, 2);
         let writer = {
             let pipe = pipe.clone();
             thread::spawn(move || {
@@ -541,10 +613,28 @@ mod scenarios {
         assert_eq!(end, ReadStep::Eof);
     }
 
+    /// Five bytes through a ring of three moved a byte at a time (so a step's space or data
+    /// wraps the ring's end and is split into pieces), then the writer closes: the reader gets
+    /// them all, in order, once each, then end-of-file.
+    pub(super) fn bytes_pass_in_pieces_in_order() {
+        let pipe = Pipe::new(3, 1);
+        let writer = {
+            let pipe = pipe.clone();
+            thread::spawn(move || {
+                pipe.write_all(&[1, 2, 3, 4, 5]).expect("the reader lives");
+                pipe.close(End::Writer, WRITER);
+            })
+        };
+        let (got, end) = pipe.read(usize::MAX);
+        writer.join().expect("writer");
+        assert_eq!(got, [1, 2, 3, 4, 5]);
+        assert_eq!(end, ReadStep::Eof);
+    }
+
     /// The writer writes two bytes through a ring of one and dies without closing: the reader
     /// gets both, then a broken pipe, never end-of-file.
     pub(super) fn a_dead_writer_is_a_broken_pipe_after_its_data() {
-        let pipe = Pipe::new(1);
+        let pipe = Pipe::new(1, 1);
         let writer = {
             let pipe = pipe.clone();
             thread::spawn(move || {
@@ -561,7 +651,7 @@ mod scenarios {
     /// The reader takes one byte and closes while the writer has more to write than fits: the
     /// writer stops with a broken pipe instead of sleeping forever.
     pub(super) fn a_closed_reader_breaks_the_writer() {
-        let pipe = Pipe::new(1);
+        let pipe = Pipe::new(1, 1);
         let writer = {
             let pipe = pipe.clone();
             thread::spawn(move || pipe.write_all(&[1, 2, 3]))
@@ -576,7 +666,7 @@ mod scenarios {
     /// The reader dies (before or while the writer waits for space): the writer stops with a
     /// broken pipe.
     pub(super) fn a_dead_reader_breaks_the_writer() {
-        let pipe = Pipe::new(1);
+        let pipe = Pipe::new(1, 1);
         let writer = {
             let pipe = pipe.clone();
             thread::spawn(move || pipe.write_all(&[1, 2]))
@@ -594,6 +684,11 @@ mod loom_pipe {
     #[test]
     fn loom_bytes_pass_through_a_tiny_ring() {
         loom::model(scenarios::bytes_pass_through_a_tiny_ring);
+    }
+
+    #[test]
+    fn loom_bytes_pass_in_pieces_in_order() {
+        loom::model(scenarios::bytes_pass_in_pieces_in_order);
     }
 
     #[test]
@@ -621,6 +716,7 @@ mod tests {
     fn scenarios_pass_with_threads() {
         for _ in 0..200 {
             scenarios::bytes_pass_through_a_tiny_ring();
+            scenarios::bytes_pass_in_pieces_in_order();
             scenarios::a_dead_writer_is_a_broken_pipe_after_its_data();
             scenarios::a_closed_reader_breaks_the_writer();
             scenarios::a_dead_reader_breaks_the_writer();
@@ -650,6 +746,24 @@ mod tests {
         };
         let _ = state.publish(tail, len);
         assert!(state.read_step(false, &NoDeaths).is_err(), "a wrapped tail");
+    }
+
+    #[test]
+    fn pieces_are_a_quarter_of_the_ring_from_4_to_16_kib() {
+        let words = PipeWords::new(1, 2);
+        let piece = |capacity| PipeState::attach(&words, capacity).piece();
+        assert_eq!(piece(64 << 10), 16 << 10);
+        assert_eq!(piece(1 << 30), 16 << 10);
+        assert_eq!(piece(32 << 10), 8 << 10);
+        assert_eq!(piece(8 << 10), 4 << 10);
+        assert_eq!(piece(4093), 4093, "a small ring is one piece");
+        assert_eq!(piece(1), 1);
+        let state = PipeState::attach(&words, 64 << 10);
+        assert_eq!(state.next_piece(0, 100), 100);
+        assert_eq!(state.next_piece(3, 1 << 20), 16 << 10);
+        // Never across the end of the ring.
+        assert_eq!(state.next_piece((64 << 10) * 5 - 10, 1 << 20), 10);
+        assert_eq!(state.next_piece(u64::MAX, 1 << 20), 1);
     }
 
     #[test]

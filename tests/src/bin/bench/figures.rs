@@ -16,13 +16,15 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail, ensure};
 use netmcore::process::{self, ProcessType};
-use netmcore::shared::{Handle, Mutex, PipeReader, PipeWriter, pipe};
+use netmcore::shared::{
+    Error as SharedError, Handle, Mutex, PipeReader, PipeWriter, Receiver, Sender, channel, pipe,
+};
 use netmcore::{Config, Inherit, ResId, ResourceRepr, SharedMemory};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::floors::{MEMORY_BYTES, sum_words};
-use crate::{Sample, Scale, Setting, sys};
+use crate::{Sample, Scale, Setting, game, sys};
 
 /// How many trivial processes `parallel_tasks_per_s` runs per repetition.
 const PARALLEL_TASKS: usize = 200;
@@ -35,26 +37,26 @@ const ARG_BYTES: usize = 64 << 20;
 
 /// What a measuring first process is told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Plan {
+pub(crate) struct Plan {
     /// Repetitions, each giving one value.
-    reps: usize,
+    pub(crate) reps: usize,
     /// Operations per repetition.
-    batch: usize,
+    pub(crate) batch: usize,
     /// Operations before the first repetition, not measured.
-    warmup: usize,
+    pub(crate) warmup: usize,
 }
 
 /// What a measuring process's body returns: one value per repetition, or what went wrong.
-type Values = Result<Vec<f64>, String>;
+pub(crate) type Values = Result<Vec<f64>, String>;
 
 /// Turns a body's `anyhow` outcome into what travels back to the master.
-fn report(outcome: anyhow::Result<Vec<f64>>) -> Values {
+pub(crate) fn report(outcome: anyhow::Result<Vec<f64>>) -> Values {
     outcome.map_err(|e| format!("{e:#}"))
 }
 
 /// Runs `first` with `arg` as the first process of a master on a fresh socket directory and
 /// returns its values.
-fn under_master<A>(first: &ProcessType<A, Values>, arg: &A) -> anyhow::Result<Vec<f64>>
+pub(crate) fn under_master<A>(first: &ProcessType<A, Values>, arg: &A) -> anyhow::Result<Vec<f64>>
 where
     A: Serialize + DeserializeOwned + 'static,
 {
@@ -68,7 +70,7 @@ where
 }
 
 /// Names every value `name`.
-fn named(name: &'static str, values: Vec<f64>) -> Vec<Sample> {
+pub(crate) fn named(name: &'static str, values: Vec<f64>) -> Vec<Sample> {
     values
         .into_iter()
         .map(|value| Sample { name, value })
@@ -661,4 +663,205 @@ pub fn nqueens12_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
                 .map(|(&name, &value)| Sample { name, value })
         })
         .collect())
+}
+
+/// The messages of a channel figure: how one is made from its number, and checked.
+#[derive(Clone, Copy)]
+struct ChannelLoad<T> {
+    /// The figure.
+    name: &'static str,
+    /// Slots of the channel.
+    slots: usize,
+    /// Its `max_message`.
+    max_message: usize,
+    /// Writes message `i` into the sender's buffer (made once, by `make(0)`).
+    fill: fn(&mut T, u64),
+    /// Makes the sender's buffer.
+    make: fn() -> T,
+    /// Whether a received message is message `i`.
+    check: fn(&T, u64) -> bool,
+    /// Bytes a message counts for: 0 for a rate of messages.
+    bytes: usize,
+}
+
+/// One measurement of a channel figure: the measuring process creates the channel and moves
+/// its ends by handle to a sender worker, which sends `batch` messages, and a receiver
+/// worker, which receives and checks them in order, then `Disconnected`. Messages (or MB) per
+/// second from the moment both ends are open (the later of the two) until the receiver has
+/// the end. Before that moment the sender may have filled the channel once: a few messages of
+/// the count.
+fn channel_figure<T>(
+    load: ChannelLoad<T>,
+    setting: &Setting,
+    batch: Scale,
+) -> anyhow::Result<Vec<Sample>>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    let sender = process::def_process(
+        move |(handle, count): (Handle<Sender<T>>, u64)| -> Result<u64, String> {
+            let run = || -> anyhow::Result<u64> {
+                let tx = Sender::open(handle).context("open the sender")?;
+                let ready = monotonic_nanos();
+                let mut message = (load.make)();
+                for i in 0..count {
+                    (load.fill)(&mut message, i);
+                    tx.send(&message).with_context(|| format!("send {i}"))?;
+                }
+                Ok(ready)
+            };
+            run().map_err(|e| format!("{e:#}"))
+        },
+    )?;
+    let receiver = process::def_process(
+        move |(handle, count): (Handle<Receiver<T>>, u64)| -> Result<(u64, u64), String> {
+            let run = || -> anyhow::Result<(u64, u64)> {
+                let rx = Receiver::open(handle).context("open the receiver")?;
+                let ready = monotonic_nanos();
+                for i in 0..count {
+                    let message = rx.recv().with_context(|| format!("receive {i}"))?;
+                    ensure!(
+                        (load.check)(&message, i),
+                        "message {i} is not the {i}th sent"
+                    );
+                }
+                match rx.recv() {
+                    Err(SharedError::Disconnected) => {}
+                    other => bail!("after {count} messages, recv gave {:?}", other.map(|_| ())),
+                }
+                Ok((ready, monotonic_nanos()))
+            };
+            run().map_err(|e| format!("{e:#}"))
+        },
+    )?;
+    let measure = process::def_process(move |plan: Plan| {
+        let once = || -> anyhow::Result<f64> {
+            let count = plan.batch as u64;
+            let (tx, rx) = channel::<T>(load.slots, load.max_message).context("channel")?;
+            let receiving = receiver.start(&(rx.into_handle(), count))?;
+            let sending = sender.start(&(tx.into_handle(), count))?;
+            let sender_ready = sender
+                .join(sending)
+                .context("join the sender")?
+                .context("the sender ended without a result")?
+                .map_err(|e| anyhow::anyhow!("the sender: {e}"))?;
+            let (receiver_ready, end) = receiver
+                .join(receiving)
+                .context("join the receiver")?
+                .context("the receiver ended without a result")?
+                .map_err(|e| anyhow::anyhow!("the receiver: {e}"))?;
+            let start = sender_ready.max(receiver_ready);
+            ensure!(end > start, "no time passed");
+            let seconds = (end - start) as f64 / 1e9;
+            Ok(if load.bytes == 0 {
+                count as f64 / seconds
+            } else {
+                count as f64 * load.bytes as f64 / 1e6 / seconds
+            })
+        };
+        let run = || -> anyhow::Result<Vec<f64>> {
+            for _ in 0..plan.warmup {
+                once()?;
+            }
+            (0..plan.reps).map(|_| once()).collect()
+        };
+        report(run())
+    })?;
+    let plan = Plan {
+        reps: setting.reps,
+        batch: setting.pick(batch),
+        warmup: 1,
+    };
+    Ok(named(load.name, under_master(&measure, &plan)?))
+}
+
+/// `channel_msgs_per_s`: one sender and one receiver worker, `u64` messages through
+/// `channel(256, 16)`.
+pub fn channel_msgs(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let load = ChannelLoad::<u64> {
+        name: "channel_msgs_per_s",
+        slots: 256,
+        max_message: 16,
+        make: || 0,
+        fill: |m, i| *m = i,
+        check: |m, i| *m == i,
+        bytes: 0,
+    };
+    channel_figure(
+        load,
+        setting,
+        Scale {
+            quick: 500_000,
+            full: 5_000_000,
+        },
+    )
+}
+
+/// The size of the messages of `channel_4k_mb_s`.
+const PAGE: usize = 4096;
+
+/// `channel_4k_mb_s`: the same with 4 KiB `Vec<u8>` messages through `channel(64, 4 KiB +
+/// 16)`, stamped with their number at both ends.
+pub fn channel_4k(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let load = ChannelLoad::<Vec<u8>> {
+        name: "channel_4k_mb_s",
+        slots: 64,
+        max_message: PAGE + 16,
+        make: || vec![0xa5; PAGE],
+        fill: |m, i| {
+            let stamp = pipe_stamp(i);
+            m[..8].copy_from_slice(&stamp);
+            m[PAGE - 8..].copy_from_slice(&stamp);
+        },
+        check: |m, i| {
+            let stamp = pipe_stamp(i);
+            m.len() == PAGE && m[..8] == stamp && m[PAGE - 8..] == stamp
+        },
+        bytes: PAGE,
+    };
+    channel_figure(
+        load,
+        setting,
+        Scale {
+            quick: (64 << 20) / PAGE,
+            full: (512 << 20) / PAGE,
+        },
+    )
+}
+
+/// `chameneos_meetings_per_s`: the `chameneos` example's game of a meeting place and three
+/// creatures (blue, red, yellow), each a process, talking through channels; the meetings per
+/// second from the first arrival at the meeting place to the last meeting. Each repetition is
+/// a whole game, its processes started afresh.
+pub fn chameneos(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let game = game::Game::define()?;
+    let measure = process::def_process(move |plan: Plan| {
+        let once = || -> anyhow::Result<f64> {
+            let played = game.play(&game::THREE, plan.batch as u64)?;
+            let game::Hosted { meetings, seconds } = played.hosted;
+            ensure!(seconds > 0.0, "no time passed");
+            Ok(meetings as f64 / seconds)
+        };
+        let run = || -> anyhow::Result<Vec<f64>> {
+            for _ in 0..plan.warmup {
+                once()?;
+            }
+            (0..plan.reps).map(|_| once()).collect()
+        };
+        report(run())
+    })?;
+    let plan = Plan {
+        reps: setting.reps,
+        // 20,000 meetings a game with --quick, 100,000 otherwise: a second or a few at the
+        // rates of a busy 2-core machine, with a repetition a game.
+        batch: setting.pick(Scale {
+            quick: 20_000,
+            full: 100_000,
+        }),
+        warmup: 1,
+    };
+    Ok(named(
+        "chameneos_meetings_per_s",
+        under_master(&measure, &plan)?,
+    ))
 }

@@ -21,7 +21,8 @@
 //! Modules: [`floors`] (plain syscalls, no netmcore), [`figures`] (the public API of the
 //! `netmcore` facade), [`board`] and [`parallel`] (the search of the `nqueens` example, whose
 //! modules are included from `netmcore/examples/nqueens/` so that the bench times the
-//! example's own code), [`driver`] (the measuring processes and the leak checks), [`report`]
+//! example's own code), [`game`] (the `chameneos` example's game, included likewise),
+//! [`driver`] (the measuring processes and the leak checks), [`report`]
 //! (figures, targets, medians, the summary and the JSON).
 #![deny(unsafe_code)]
 
@@ -34,8 +35,15 @@ mod board;
 mod driver;
 mod figures;
 mod floors;
+#[allow(
+    dead_code,
+    reason = "the example's module has parts that only the example and its tests use"
+)]
+#[path = "../../../../netmcore/examples/chameneos/game.rs"]
+mod game;
 #[path = "../../../../netmcore/examples/nqueens/parallel.rs"]
 mod parallel;
+mod pool;
 mod report;
 #[allow(
     unsafe_code,
@@ -133,7 +141,7 @@ pub struct Job {
 }
 
 /// The measurements, in the order of the run (the floors first).
-pub const JOBS: [Job; 14] = [
+pub const JOBS: [Job; 18] = [
     Job {
         name: "floor_fork",
         figures: &["floor_fork_wait_us"],
@@ -200,6 +208,16 @@ pub const JOBS: [Job; 14] = [
         run: figures::pipe_mb_s,
     },
     Job {
+        name: "channel_msgs",
+        figures: &["channel_msgs_per_s"],
+        run: figures::channel_msgs,
+    },
+    Job {
+        name: "channel_4k",
+        figures: &["channel_4k_mb_s"],
+        run: figures::channel_4k,
+    },
+    Job {
         name: "nqueens",
         figures: &[
             "nqueens12_speedup",
@@ -209,6 +227,16 @@ pub const JOBS: [Job; 14] = [
             "nqueens12_channel_ms",
         ],
         run: figures::nqueens12_speedup,
+    },
+    Job {
+        name: "pool",
+        figures: &["pool_tasks_per_s", "pool_chunk1_tasks_per_s"],
+        run: pool::pool_tasks,
+    },
+    Job {
+        name: "chameneos",
+        figures: &["chameneos_meetings_per_s"],
+        run: figures::chameneos,
     },
 ];
 

@@ -28,7 +28,7 @@ pub struct Figure {
 }
 
 /// Every figure, in the order of the output.
-pub const FIGURES: [Figure; 22] = [
+pub const FIGURES: [Figure; 27] = [
     figure("cores", "count", Role::Extra),
     figure("floor_fork_wait_us", "us", Role::Floor),
     figure("floor_socket_rtt_us", "us", Role::Floor),
@@ -45,11 +45,16 @@ pub const FIGURES: [Figure; 22] = [
     figure("startup_shutdown_ms", "ms", Role::Judged),
     figure("mutex_incr_per_s", "incr/s", Role::Judged),
     figure("pipe_mb_s", "MB/s", Role::Judged),
+    figure("channel_msgs_per_s", "msgs/s", Role::Judged),
+    figure("channel_4k_mb_s", "MB/s", Role::Judged),
     figure("nqueens12_speedup", "x", Role::Judged),
     figure("nqueens12_sequential_ms", "ms", Role::Extra),
     figure("nqueens12_shared_ms", "ms", Role::Extra),
     figure("nqueens1_shared_ms", "ms", Role::Extra),
     figure("nqueens12_channel_ms", "ms", Role::Extra),
+    figure("pool_tasks_per_s", "tasks/s", Role::Judged),
+    figure("pool_chunk1_tasks_per_s", "tasks/s", Role::Judged),
+    figure("chameneos_meetings_per_s", "meetings/s", Role::Judged),
     figure("startup_shutdown_inproc_ms", "ms", Role::Extra),
 ];
 
@@ -108,7 +113,7 @@ pub struct Target {
 }
 
 /// The targets, in the order of the output.
-pub const TARGETS: [Target; 10] = [
+pub const TARGETS: [Target; 15] = [
     Target {
         ratio: "spawn_join_vs_fork",
         figure: "spawn_join_us",
@@ -181,6 +186,41 @@ pub const TARGETS: [Target; 10] = [
         against: "1.7 (on 2 cores)",
         bound: Bound::AtLeast(1.0),
         compute: |m| Some(m.get("nqueens12_speedup")? / 1.7),
+    },
+    Target {
+        ratio: "pool_vs_target",
+        figure: "pool_tasks_per_s",
+        against: "10,000,000 tasks/s",
+        bound: Bound::AtLeast(1.0),
+        compute: |m| Some(m.get("pool_tasks_per_s")? / 10_000_000.0),
+    },
+    Target {
+        ratio: "pool_chunk1_vs_target",
+        figure: "pool_chunk1_tasks_per_s",
+        against: "300,000 tasks/s",
+        bound: Bound::AtLeast(1.0),
+        compute: |m| Some(m.get("pool_chunk1_tasks_per_s")? / 300_000.0),
+    },
+    Target {
+        ratio: "channel_vs_ring",
+        figure: "channel_msgs_per_s",
+        against: "floor_ring_msgs_per_s",
+        bound: Bound::AtLeast(0.2),
+        compute: |m| Some(m.get("channel_msgs_per_s")? / m.get("floor_ring_msgs_per_s")?),
+    },
+    Target {
+        ratio: "channel_4k_vs_memcpy",
+        figure: "channel_4k_mb_s",
+        against: "floor_memcpy_gb_s x 1000",
+        bound: Bound::AtLeast(0.3),
+        compute: |m| Some(m.get("channel_4k_mb_s")? / (m.get("floor_memcpy_gb_s")? * 1000.0)),
+    },
+    Target {
+        ratio: "chameneos_vs_target",
+        figure: "chameneos_meetings_per_s",
+        against: "200,000 meetings/s",
+        bound: Bound::AtLeast(1.0),
+        compute: |m| Some(m.get("chameneos_meetings_per_s")? / 200_000.0),
     },
 ];
 
@@ -488,6 +528,12 @@ mod tests {
             ("mutex_incr_per_s", 6e6),
             ("pipe_mb_s", 3000.0),
             ("nqueens12_speedup", 1.53),
+            ("pool_tasks_per_s", 12e6),
+            ("pool_chunk1_tasks_per_s", 150_000.0),
+            ("floor_ring_msgs_per_s", 30e6),
+            ("channel_msgs_per_s", 3e6),
+            ("channel_4k_mb_s", 3500.0),
+            ("chameneos_meetings_per_s", 250_000.0),
         ] {
             medians.insert(name, value);
         }
@@ -506,10 +552,18 @@ mod tests {
         assert!(!by_name("arg_64mib_vs_target").met());
         assert!((by_name("shm_pass_vs_memcpy").value - 0.9).abs() < 1e-9);
         assert!(!by_name("mutex_vs_pthread").met());
+        assert!(!by_name("channel_vs_ring").met(), "0.1 of the ring");
+        assert!(by_name("channel_4k_vs_memcpy").met(), "0.35 of memcpy");
         assert!((by_name("pipe_vs_memcpy").value - 0.3).abs() < 1e-9);
         assert!(!by_name("pipe_vs_memcpy").met());
         assert!((by_name("nqueens12_speedup_vs_target").value - 0.9).abs() < 1e-9);
         assert!(!by_name("nqueens12_speedup_vs_target").met());
+        assert!((by_name("pool_vs_target").value - 1.2).abs() < 1e-9);
+        assert!(by_name("pool_vs_target").met());
+        assert!((by_name("pool_chunk1_vs_target").value - 0.5).abs() < 1e-9);
+        assert!(!by_name("pool_chunk1_vs_target").met());
+        assert!((by_name("chameneos_vs_target").value - 1.25).abs() < 1e-9);
+        assert!(by_name("chameneos_vs_target").met());
         let json = json(
             &medians,
             &ratios,

@@ -21,8 +21,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::barriers::{self, BarrierArg, BarrierUse};
+use crate::channels::{self, ChannelArg, ReceiverUse, SenderUse};
 use crate::claims::{self, ClaimSeen, ClaimUse, ClaimVictimUse, ClaimsArg};
 use crate::coordinator::{self, CoordArg, RootArg};
+use crate::pipes::{self, Got, PipeArg, PipeReaderUse, PipeWriterUse, Wrote};
 use crate::rng::mix;
 use crate::shared::{self, Counter};
 use crate::structures::{self, ChurnArg, MutexArg, MutexUse, Seen, VictimUse};
@@ -229,6 +231,18 @@ pub struct Types {
     pub barrier_host: ProcessType<BarrierArg, Result<Seen, String>>,
     /// Meets the others at a shared barrier, round after round; may die before a round.
     pub participant: ProcessType<BarrierUse, Result<u32, String>>,
+    /// Hosts a channel action (see `channels.rs`).
+    pub channel_host: ProcessType<ChannelArg, Result<Seen, String>>,
+    /// Streams messages into a shared channel; may die mid-stream.
+    pub channel_sender: ProcessType<SenderUse, Result<u32, String>>,
+    /// Receives messages from a shared channel until it is disconnected; may die mid-stream.
+    pub channel_receiver: ProcessType<ReceiverUse, Result<u64, String>>,
+    /// Hosts a pipe action (see `pipes.rs`).
+    pub pipe_host: ProcessType<PipeArg, Result<Seen, String>>,
+    /// Streams bytes into a shared pipe; may die mid-stream.
+    pub pipe_writer: ProcessType<PipeWriterUse, Result<Wrote, String>>,
+    /// Reads and checks the bytes of a shared pipe; may die mid-stream.
+    pub pipe_reader: ProcessType<PipeReaderUse, Result<Got, String>>,
     /// Writes what it must not to its channel.
     pub hostile: ProcessType<crate::hostile::HostileArg, Result<u64, String>>,
     /// Runs waves of the mix.
@@ -294,6 +308,12 @@ pub fn define() -> anyhow::Result<()> {
         claims_victim: def(claims::claims_victim)?,
         barrier_host: def(barriers::barrier_host)?,
         participant: def(barriers::participant)?,
+        channel_host: def(channels::channel_host)?,
+        channel_sender: def(channels::channel_sender)?,
+        channel_receiver: def(channels::channel_receiver)?,
+        pipe_host: def(pipes::pipe_host)?,
+        pipe_writer: def(pipes::pipe_writer)?,
+        pipe_reader: def(pipes::pipe_reader)?,
         hostile: def(crate::hostile::hostile)?,
         coordinator: def(coordinator::coordinator)?,
         root: def(coordinator::root)?,

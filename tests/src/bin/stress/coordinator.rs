@@ -21,7 +21,7 @@ use crate::rng::{Rng, mix};
 use crate::shared::{self, SLOTS_PER_COORDINATOR};
 use crate::structures;
 use crate::tally::{FaultKind, ObjectKind, Tally};
-use crate::{barriers, claims};
+use crate::{barriers, channels, claims, pipes};
 
 /// The argument of a coordinator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,9 +99,11 @@ enum Action {
     MutexChurn,
     Claims,
     Barrier,
+    Channel,
+    Pipe,
 }
 
-const ACTIONS: [Action; 15] = [
+const ACTIONS: [Action; 17] = [
     Action::Plain,
     Action::PlainNowait,
     Action::Fault,
@@ -117,12 +119,14 @@ const ACTIONS: [Action; 15] = [
     Action::MutexChurn,
     Action::Claims,
     Action::Barrier,
+    Action::Channel,
+    Action::Pipe,
 ];
 
 /// The weights of [`ACTIONS`]: about a quarter of the actions inject a fault (besides the
 /// holders of resources that die holding them), a third move resources, and one in six uses
 /// structures in shared memory (where most of them inject a fault in a holder).
-const WEIGHTS: [u64; 15] = [22, 4, 14, 7, 14, 9, 8, 9, 7, 4, 3, 7, 5, 5, 4];
+const WEIGHTS: [u64; 17] = [22, 4, 14, 7, 14, 9, 8, 9, 7, 4, 3, 7, 5, 5, 4, 4, 5];
 
 /// Exit codes an `exit` fault uses; 0 included, since a process that exits 0 without
 /// returning from its body has no result either.
@@ -432,12 +436,19 @@ fn launch(action: Action, rng: &mut Rng, slot: u64, tally: &mut Tally) -> Result
                 t.sem_owner,
             )
         }
-        Action::SharedMutex | Action::MutexChurn | Action::Claims | Action::Barrier => {
+        Action::SharedMutex
+        | Action::MutexChurn
+        | Action::Claims
+        | Action::Barrier
+        | Action::Channel
+        | Action::Pipe => {
             let launched = match action {
                 Action::SharedMutex => structures::launch_mutex(rng)?,
                 Action::MutexChurn => structures::launch_churn(rng)?,
                 Action::Claims => claims::launch_claims(rng)?,
-                _ => barriers::launch_barrier(rng)?,
+                Action::Barrier => barriers::launch_barrier(rng)?,
+                Action::Pipe => pipes::launch_pipe(rng)?,
+                _ => channels::launch_channel(rng)?,
             };
             tally.processes += launched.processes;
             faults = launched.faults;
@@ -527,6 +538,9 @@ fn finish(pending: Pending, tally: &mut Tally) -> Result<(), String> {
             tally.dead_claims += seen.dead_claims;
             tally.rounds += seen.rounds;
             tally.broken += seen.broken;
+            tally.messages += seen.messages;
+            tally.piped += seen.piped;
+            tally.pipe_breaks += seen.pipe_breaks;
             tally.created[ObjectKind::Segment as usize] += seen.segments;
             Ok(())
         }

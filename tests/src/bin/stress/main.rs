@@ -28,7 +28,15 @@
 //! band reads back exactly as its worker wrote it), and processes meeting at a `Barrier` round
 //! after round (`barriers.rs`: every round has all its arrivals and one leader, and a
 //! participant that dies before a round breaks it for the others, whose wait is `Broken`
-//! rather than a hang). The seed replays the same draws.
+//! rather than a hang), and messages streamed through a `channel` from sender workers to
+//! receiver workers beside a victim that dies at a random moment mid-stream (`channels.rs`:
+//! every message arrives once and intact, but the one a dying receiver had in hand, a dead
+//! sender's messages that arrive are exactly its first ones, and the receivers end with
+//! `Disconnected`, not a hang), and streams through a `pipe` between a writer and a reader process
+//! (`pipes.rs`: every byte received is checked, so what comes is a prefix of what was sent;
+//! a writer that dies without closing is a broken pipe for the reader after its last byte,
+//! never an end-of-file, and a reader that dies is a broken pipe for the writer). The seed
+//! replays the same draws.
 //!
 //! Every object the run names starts with `/netmcore-stress-<supervisor pid>-`, so that the
 //! leak check sees only this run's objects; the segments of structures are named by netmcore
@@ -40,10 +48,12 @@
 
 mod barriers;
 mod bodies;
+mod channels;
 mod claims;
 mod coordinator;
 mod hostile;
 mod master;
+mod pipes;
 use netmcore_tests::procs;
 mod report;
 mod rng;

@@ -70,6 +70,9 @@ impl Report {
             line("dead_claims", &t.dead_claims);
             line("rounds", &t.rounds);
             line("broken", &t.broken);
+            line("messages", &t.messages);
+            line("piped", &t.piped);
+            line("pipe_breaks", &t.pipe_breaks);
             line("waves", &t.waves);
             line("failure_count", &t.failure_count);
             for f in &t.failures {
@@ -128,6 +131,9 @@ impl Report {
                 "dead_claims" => t.dead_claims = num()?,
                 "rounds" => t.rounds = num()?,
                 "broken" => t.broken = num()?,
+                "messages" => t.messages = num()?,
+                "piped" => t.piped = num()?,
+                "pipe_breaks" => t.pipe_breaks = num()?,
                 "waves" => t.waves = num()?,
                 "failure_count" => t.failure_count = num()?,
                 "failure" => t.failures.push(value.to_owned()),
@@ -201,6 +207,9 @@ mod tests {
             dead_claims: 2,
             rounds: 50,
             broken: 3,
+            messages: 77,
+            piped: 1 << 20,
+            pipe_breaks: 4,
             waves: 3,
             failure_count: 1,
             failures: vec!["compute P3 gave\nnothing".to_owned()],
@@ -222,11 +231,12 @@ mod tests {
         let back = Report::parse(&report.to_text()).expect("parses");
         let t = back.tally.expect("a tally");
         assert_eq!((t.processes, t.checked, t.sem_ops, t.waves), (12, 7, 40, 3));
-        assert_eq!((t.takeovers, t.lock_ops), (6, 900));
+        assert_eq!((t.takeovers, t.lock_ops, t.messages), (6, 900, 77));
         assert_eq!(
             (t.claims, t.overlaps, t.dead_claims, t.rounds, t.broken),
             (31, 8, 2, 50, 3)
         );
+        assert_eq!((t.piped, t.pipe_breaks), (1 << 20, 4));
         assert_eq!(
             (t.injected[2], t.survived[2], t.created[3], t.actions[8]),
             (5, 4, 9, 2)

@@ -45,6 +45,12 @@ pub struct Seen {
     pub rounds: u64,
     /// Shared barriers broken by the death of a participant.
     pub broken: u64,
+    /// Messages that came through shared channels.
+    pub messages: u64,
+    /// Bytes that came through shared pipes, each checked.
+    pub piped: u64,
+    /// Broken pipes seen by the survivor of a death.
+    pub pipe_breaks: u64,
 }
 
 /// Joins the processes of a structure action and checks the structure.

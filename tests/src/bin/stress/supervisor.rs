@@ -51,12 +51,13 @@ usage: stress [--processes N] [--duration D] [--seed S] [--coordinators K] [--wa
   --wave W          the most actions in one wave (default 6)
   --without ACTIONS leave these actions out of the mix, comma-separated, from: plain, nowait,
                     fault, kill, nest, shm, prealloc, sem, file, misuse, hostile, mutex, churn,
-                    claims, barrier
-  --no-resources    the same as --without shm,prealloc,sem,file,mutex,churn,claims,barrier
+                    claims, barrier, channel, pipe
+  --no-resources    the same as --without shm,prealloc,sem,file,mutex,churn,claims,barrier,
+                    channel,pipe
   --stall D         declare a hang when no process starts for this long (default 90s)";
 
 /// The actions `--no-resources` leaves out: those that create objects.
-const NO_RESOURCES: &str = "shm,prealloc,sem,file,mutex,churn,claims,barrier";
+const NO_RESOURCES: &str = "shm,prealloc,sem,file,mutex,churn,claims,barrier,channel,pipe";
 
 /// The command line.
 #[derive(Debug, Clone)]
@@ -615,6 +616,9 @@ fn summarize(
         );
         row("shared barrier rounds", format!("{}", t.rounds));
         row("  barriers broken by a death", format!("{}", t.broken));
+        row("shared channel messages", format!("{}", t.messages));
+        row("bytes through shared pipes", format!("{}", t.piped));
+        row("  broken pipes after a death", format!("{}", t.pipe_breaks));
         if t.failure_count > 0 {
             problems.push(format!("{} checks failed", t.failure_count));
             for f in &t.failures {
@@ -717,7 +721,7 @@ mod tests {
         let o = Options::parse(&args("--duration 2m --seed 7 --no-resources")).expect("parses");
         assert_eq!(o.processes, None);
         assert_eq!(o.duration, Some(Duration::from_secs(120)));
-        assert_eq!((o.seed, o.disabled), (Some(7), 0b111_1001_1110_0000));
+        assert_eq!((o.seed, o.disabled), (Some(7), 0b1_1111_1001_1110_0000));
         let o = Options::parse(&args("--without kill,nest")).expect("parses");
         assert_eq!(o.disabled, 0b1_1000);
         assert!(Options::parse(&args("--without fork")).is_err());

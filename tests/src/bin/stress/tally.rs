@@ -67,13 +67,13 @@ pub const OBJECT_NAMES: [&str; OBJECT_KINDS] = [
 ];
 
 /// The short names of the actions, for `--without`, by index of [`ACTION_NAMES`].
-pub const ACTION_KEYS: [&str; 15] = [
+pub const ACTION_KEYS: [&str; 17] = [
     "plain", "nowait", "fault", "kill", "nest", "shm", "prealloc", "sem", "file", "misuse",
-    "hostile", "mutex", "churn", "claims", "barrier",
+    "hostile", "mutex", "churn", "claims", "barrier", "channel", "pipe",
 ];
 
 /// The kinds of action a coordinator draws, as indexes of [`Tally::actions`].
-pub const ACTION_NAMES: [&str; 15] = [
+pub const ACTION_NAMES: [&str; 17] = [
     "plain start+join",
     "plain join_nowait",
     "fault",
@@ -89,6 +89,8 @@ pub const ACTION_NAMES: [&str; 15] = [
     "mutex churn",
     "shared vector claims",
     "shared barrier",
+    "shared channel",
+    "shared pipe",
 ];
 
 /// The counts of a coordinator (or, summed, of the whole run).
@@ -121,6 +123,12 @@ pub struct Tally {
     pub rounds: u64,
     /// Shared barriers broken by a participant's death.
     pub broken: u64,
+    /// Messages that came through shared channels.
+    pub messages: u64,
+    /// Bytes that came through shared pipes, each checked.
+    pub piped: u64,
+    /// Broken pipes seen by the survivor of a death.
+    pub pipe_breaks: u64,
     /// Actions drawn, by the index of [`ACTION_NAMES`].
     pub actions: [u64; ACTION_NAMES.len()],
     /// Waves run.
@@ -162,6 +170,9 @@ impl Tally {
         self.dead_claims += other.dead_claims;
         self.rounds += other.rounds;
         self.broken += other.broken;
+        self.messages += other.messages;
+        self.piped += other.piped;
+        self.pipe_breaks += other.pipe_breaks;
         add_all(&mut self.actions, &other.actions);
         self.waves += other.waves;
         self.failure_count += other.failure_count;
