@@ -258,6 +258,9 @@ struct Inner<A, R> {
     next_chunk: u64,
     /// Nanoseconds a worker spent per item, from the last replies (`None` before any).
     nanos_per_item: Option<f64>,
+    /// Workers that died in a row without having answered or held anything: processes that
+    /// cannot even start serving (e.g. their channels cannot be opened).
+    barren_deaths: usize,
 }
 
 /// A worker process and its channel.
@@ -273,6 +276,8 @@ struct Worker<A> {
     held: Vec<u64>,
     /// Whether it holds a retry, alone.
     solo: bool,
+    /// Whether a reply of it came.
+    answered: bool,
 }
 
 impl<A, R> fmt::Debug for Pool<A, R> {
@@ -316,6 +321,7 @@ where
             next_worker: 0,
             next_chunk: 0,
             nanos_per_item: None,
+            barren_deaths: 0,
         };
         for _ in 0..workers {
             let worker = inner.spawn(task)?;
@@ -351,7 +357,8 @@ where
     /// # Errors
     ///
     /// [`Error::Task`] with the first failure in input order (every item ran); the errors of
-    /// the channels and of starting a replacement worker.
+    /// the channels and of starting a replacement worker; [`Error::Broken`] when new worker
+    /// processes keep dying before they serve anything.
     pub fn map(&self, items: impl IntoIterator<Item = A>) -> Result<Vec<R>> {
         let mut results = Vec::new();
         let mut failed = None;
@@ -372,7 +379,8 @@ where
     ///
     /// # Errors
     ///
-    /// The errors of the channels and of starting a replacement worker.
+    /// The errors of the channels and of starting a replacement worker; [`Error::Broken`] when
+    /// new worker processes keep dying before they serve anything.
     pub fn map_each(
         &self,
         items: impl IntoIterator<Item = A>,
@@ -417,7 +425,8 @@ where
     /// Maps every item through the task, giving each outcome with its index as soon as it
     /// arrives. Items are taken from `items` as workers need them.
     ///
-    /// When the pool cannot go on (its master is gone, or no replacement worker can start),
+    /// When the pool cannot go on (its master is gone, no replacement worker can start, or new
+    /// workers keep dying before they serve anything),
     /// the items without an outcome get [`TaskFailure::Died`] with the reason.
     ///
     /// # Errors
@@ -510,6 +519,7 @@ where
             _tasks_end: tasks_end,
             held: Vec::new(),
             solo: false,
+            answered: false,
         })
     }
 
@@ -819,6 +829,13 @@ where
 
     fn apply(&mut self, reply: Reply<R>) {
         let pool = self.pool;
+        {
+            let mut inner = pool.inner.borrow_mut();
+            inner.barren_deaths = 0;
+            if let Some(w) = inner.workers.iter_mut().find(|w| w.number == reply.worker) {
+                w.answered = true;
+            }
+        }
         let Some(flight) = self.flight.get_mut(&reply.id) else {
             // A chunk of an earlier map that was abandoned, or answered already.
             return;
@@ -879,6 +896,15 @@ where
         for w in dead {
             let (held, pid) = {
                 let mut inner = pool.inner.borrow_mut();
+                let barren = {
+                    let old = &inner.workers[w];
+                    !old.answered && old.held.is_empty()
+                };
+                inner.barren_deaths = if barren { inner.barren_deaths + 1 } else { 0 };
+                if inner.barren_deaths > 2 * inner.workers.len() + 2 {
+                    // Replacing them again would only start more of the same.
+                    return Err(Error::Broken);
+                }
                 let replacement = inner.spawn(&pool.task);
                 let old = match replacement {
                     Ok(new) => std::mem::replace(&mut inner.workers[w], new),
