@@ -22,9 +22,9 @@
 //! goes on with the next item. A worker that dies in a task (killed, a crash, `exit`) is
 //! replaced by a new process, and the items it held that had no result yet are retried one
 //! by one on the other workers; an item whose worker dies a second time fails with
-//! [`TaskFailure::Died`]. The pool learns of a death from the master's death board, within a
-//! few milliseconds, whether the worker was busy or idle; it never waits for a dead process,
-//! and gives exactly one outcome per item.
+//! [`TaskFailure::Died`]. While it waits for results, the pool reads the master's death board
+//! every 10 ms, so it learns of a death that soon, whether the worker was busy or idle; it
+//! never waits for a dead process, and gives exactly one outcome per item.
 //!
 //! # Streaming
 //!
