@@ -66,6 +66,8 @@ mod archive;
 #[cfg(not(netmcore_loom))]
 mod atomics;
 mod error;
+#[cfg(not(netmcore_loom))]
+mod given;
 #[cfg_attr(
     not(test),
     allow(

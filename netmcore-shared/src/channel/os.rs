@@ -15,6 +15,7 @@ use super::state::{
     ChannelWords, Claim, EndsState, Park, QueueState, Refused, Role, SlotWords, Slots, Spot,
     TableFull, Take, Ticket, VOID, Waker,
 };
+use crate::given::{Given, GivenEnds};
 use crate::handle::{Handle, fingerprint};
 use crate::header::Kind;
 use crate::mutex::state::{LockStep, Locking, WAITERS, unlock};
@@ -71,34 +72,13 @@ impl Slots for MappedSlots<'_> {
     }
 }
 
-/// Ends given away by this process and not opened yet: their segment stays mapped and this
-/// process its user until someone opens them (checked at the next `channel`, `open` or
-/// `into_handle` of this module) or the process ends.
-static GIVEN: Mutex<Vec<Given>> = Mutex::new(Vec::new());
+/// Ends given away by this process and not opened yet, checked at the next `channel`, `open`
+/// or `into_handle` of this module.
+static GIVEN: GivenEnds<Ticket> = GivenEnds::new();
 
-/// An end given away with `into_handle`.
-struct Given {
-    segment: Arc<Segment>,
-    layout: Layout,
-    ticket: Ticket,
-    tag: u32,
-    pid: u32,
-}
-
-/// Lets go of the ends given away that someone opened since (or that a parent of this
-/// process gave: a forked child is no user through them).
+/// Lets go of the ends given away that someone opened since.
 fn sweep() {
-    let me = std::process::id();
-    let opened: Vec<Given> = {
-        let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
-        let (keep, opened) = std::mem::take(&mut *given).into_iter().partition(|g| {
-            g.pid == me && ends(&g.segment, &g.layout).in_transit_from(g.ticket, g.tag)
-        });
-        *given = keep;
-        opened
-    };
-    // Dropped with the list unlocked: the last drop of a segment asks the master.
-    drop(opened);
+    GIVEN.sweep(|g| ends(&g.segment, &g.layout).in_transit_from(g.end, g.tag));
 }
 
 /// The ends of each role this process has open, by channel: every value of one role in one
@@ -649,16 +629,13 @@ impl End {
 
     /// Keeps the segment mapped (and this process its user) until the moved end is opened.
     fn hold(&self, ticket: Ticket) {
-        GIVEN
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Given {
-                segment: self.segment.clone(),
-                layout: self.layout,
-                ticket,
-                tag: self.tag,
-                pid: self.pid,
-            });
+        GIVEN.hold(Given {
+            segment: self.segment.clone(),
+            layout: self.layout,
+            end: ticket,
+            tag: self.tag,
+            pid: self.pid,
+        });
     }
 }
 

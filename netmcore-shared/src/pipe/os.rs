@@ -3,10 +3,11 @@
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::state::{End, PipeState, PipeWords, ReadStep, Refused, WriteStep};
+use crate::given::{Given, GivenEnds};
 use crate::handle::{Handle, fingerprint};
 use crate::header::Kind;
 use crate::protocol::BadState;
@@ -71,34 +72,13 @@ pub(crate) struct Writable(());
 /// segment.
 struct PipeSegment;
 
-/// Ends given away by this process and not opened yet: their segment stays mapped and this
-/// process its user until someone opens them (checked at the next call of this module) or
-/// the process ends.
-static GIVEN: Mutex<Vec<Given>> = Mutex::new(Vec::new());
+/// Ends given away by this process and not opened yet, checked at the next call of this
+/// module.
+static GIVEN: GivenEnds<End> = GivenEnds::new();
 
-/// An end given away with `into_handle`.
-struct Given {
-    segment: Arc<Segment>,
-    layout: Layout,
-    end: End,
-    tag: u32,
-    pid: u32,
-}
-
-/// Lets go of the ends given away that someone opened since (or that a parent of this
-/// process gave: a forked child is no user through them).
+/// Lets go of the ends given away that someone opened since.
 fn sweep() {
-    let me = std::process::id();
-    let opened: Vec<Given> = {
-        let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
-        let (keep, opened) = std::mem::take(&mut *given).into_iter().partition(|g| {
-            g.pid == me && state(&g.segment, &g.layout).in_transit_from(g.end, g.tag)
-        });
-        *given = keep;
-        opened
-    };
-    // Dropped with the list unlocked: the last drop of a segment asks the master.
-    drop(opened);
+    GIVEN.sweep(|g| state(&g.segment, &g.layout).in_transit_from(g.end, g.tag));
 }
 
 /// Creates a pipe whose ring holds `capacity` bytes (0 acts as 1), in a segment of its own:
@@ -267,8 +247,7 @@ impl Pipe {
     fn give(mut self) -> Arc<Segment> {
         self.given = true;
         if self.check_process().is_ok() && self.state().give(self.end, self.tag) {
-            let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
-            given.push(Given {
+            GIVEN.hold(Given {
                 segment: self.segment.clone(),
                 layout: self.layout,
                 end: self.end,
