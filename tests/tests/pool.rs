@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         a_worker_killed_while_idle_is_replaced,
         a_worker_killed_while_busy_loses_nothing_and_duplicates_nothing,
         ten_million_items_stream_through_in_bounded_memory,
+        items_and_results_too_large_for_a_message,
         close_joins_every_worker,
         pool_map_is_a_whole_run,
     ])
@@ -346,6 +347,43 @@ fn ten_million_items_stream_through_in_bounded_memory(s: &Scenario) -> anyhow::R
         ensure!(count.get() == 10_000_000, "{} items taken", count.get());
         let grew = peak_rss_kib()?.saturating_sub(before);
         ensure!(grew < 16 << 10, "the peak memory grew by {grew} KiB");
+        pool.close()?;
+        Ok(())
+    })?;
+    run_coordinator(s, &first, &())
+}
+
+/// Items of 100 KiB go in chunks split to fit a message and come back right; an item, or a
+/// result, larger than a message fails alone with `TooLarge`, and its neighbours have theirs.
+fn items_and_results_too_large_for_a_message(s: &Scenario) -> anyhow::Result<()> {
+    // Item `(n, len, back)`: `len` bytes of `n` in; `back` bytes of `n` out.
+    let task = pool::def_task(|(n, bytes, back): (u8, Vec<u8>, usize)| -> Vec<u8> {
+        assert!(bytes.iter().all(|&b| b == n), "item {n} came damaged");
+        vec![n; back]
+    })?;
+    let first = coordinator(move |()| {
+        let big = pool::MAX_MESSAGE + 1;
+        let pool = Pool::start(&task, 2)?.chunk_size(8);
+        let items: Vec<(u8, Vec<u8>, usize)> = (0..24u8)
+            .map(|n| match n {
+                5 => (n, vec![n; big], 1),
+                9 => (n, vec![n; 1], big),
+                _ => (n, vec![n; 100 << 10], 100 << 10),
+            })
+            .collect();
+        let each = pool.map_each(items)?;
+        ensure!(each.len() == 24, "{} outcomes", each.len());
+        for (i, outcome) in each.iter().enumerate() {
+            match (i, outcome) {
+                (5 | 9, Err(TaskFailure::TooLarge(_))) => {}
+                (5 | 9, other) => bail!("item {i} gave {:?}", other.as_ref().map(Vec::len)),
+                (_, Ok(bytes)) => ensure!(
+                    bytes.len() == 100 << 10 && bytes.iter().all(|&b| usize::from(b) == i),
+                    "item {i} came back wrong"
+                ),
+                (_, Err(failure)) => bail!("item {i} failed: {failure}"),
+            }
+        }
         pool.close()?;
         Ok(())
     })?;
