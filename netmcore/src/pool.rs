@@ -415,8 +415,12 @@ where
         if early.is_empty() {
             Ok(())
         } else {
+            // Every index gets an outcome by construction; should one be missing, the error
+            // names the pool's results channel rather than panic.
+            let inner = self.inner.borrow();
+            let results = inner.results.as_ref().ok_or(Error::Disconnected)?;
             Err(Error::Corrupt {
-                id: netmcore_resources::ResId(0),
+                id: results.handle().id(),
                 what: format!("the pool gave no outcome for item {next}"),
             })
         }
