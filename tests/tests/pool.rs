@@ -9,6 +9,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         ten_million_items_stream_through_in_bounded_memory,
         items_and_results_too_large_for_a_message,
         close_joins_every_worker,
+        the_workers_of_a_killed_owner_end,
         pool_map_is_a_whole_run,
     ])
 }
@@ -416,6 +418,39 @@ fn close_joins_every_worker(s: &Scenario) -> anyhow::Result<()> {
         Ok(())
     })?;
     run_coordinator(s, &first, &())
+}
+
+/// The process that owns a pool is SIGKILLed while its workers wait for work: they see their
+/// task channels disconnected and end, leaving nothing behind.
+fn the_workers_of_a_killed_owner_end(s: &Scenario) -> anyhow::Result<()> {
+    let task = pool::def_task(pid_after)?;
+    let owner = netmcore::process::def_process(move |(pids, me): (PathBuf, PathBuf)| -> () {
+        let pool = Pool::start(&task, 2).expect("a pool");
+        let pids_of_workers = unix_pids(&pool).expect("the workers answer");
+        let text: Vec<String> = pids_of_workers.iter().map(ToString::to_string).collect();
+        support::write_file(&pids, &text.join(" ")).expect("the pids written");
+        support::write_own_pid(&me).expect("the own pid written");
+        // Holding the pool, until it is killed.
+        support::sleep_forever();
+    })?;
+    let first = coordinator(move |(pids, me): (PathBuf, PathBuf)| {
+        let pid = owner.start(&(pids.clone(), me.clone()))?;
+        support::wait_for_file(&me)?;
+        let workers: Vec<i32> = std::fs::read_to_string(&pids)?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        ensure!(workers.len() == 2, "workers: {workers:?}");
+        support::send_signal(support::read_pid(&me)?, Signal::KILL)?;
+        ensure!(owner.join(pid)?.is_none(), "the killed owner returned");
+        for worker in workers {
+            support::wait_until(&format!("worker {worker} ends after its owner"), || {
+                support::has_ended(worker)
+            })?;
+        }
+        Ok(())
+    })?;
+    run_coordinator(s, &first, &(s.path("workers"), s.path("owner.pid")))
 }
 
 /// `pool::map` starts a master, maps and shuts down: the results, then the first failure.
