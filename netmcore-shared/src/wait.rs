@@ -117,6 +117,22 @@ impl Peers for Watch {
     }
 }
 
+/// The liveness of the holders of a lock that a process takes under its segment's local
+/// lock (a table's lock, a channel's ends lock): the death board, and this process itself.
+/// No other thread of this process can hold such a lock while one goes for it, so a lock word
+/// that names this process then names no live holder (a scribble, or a word left by a thread
+/// that panicked): it is taken over, not waited for.
+pub(crate) struct Holders {
+    pub(crate) watch: Watch,
+    pub(crate) me: u32,
+}
+
+impl Peers for Holders {
+    fn is_dead(&self, tag: u32) -> bool {
+        tag == self.me || self.watch.is_dead(tag)
+    }
+}
+
 /// The tag of the calling process (see `netmcore_master::self_tag`).
 ///
 /// # Errors

@@ -22,7 +22,7 @@ use crate::mutex::state::{LockStep, Locking, WAITERS, unlock};
 use crate::protocol::Wake;
 use crate::segment::{CHANNEL_SLOT_WORDS, Layout, Segment, channel_element, channel_slot};
 use crate::sys;
-use crate::wait::{Watch, own_tag};
+use crate::wait::{Holders, Watch, own_tag};
 use crate::{Error, Result};
 
 /// How long a side looks at an empty (or full) queue before it sleeps: the other side on
@@ -141,14 +141,18 @@ fn with_ends_lock<R>(
     // The lock word names the process: no other thread of it may hold it meanwhile.
     let _local = segment.local_lock();
     let word = state.lock_word();
-    let watch = Watch::new();
+    // Under the local lock, a word that names this process is a scribble: taken over.
+    let holders = Holders {
+        watch: Watch::new(),
+        me,
+    };
     let mut locking = Locking::new();
     loop {
-        let epoch = watch.epoch();
-        match locking.step(word, me, &watch) {
+        let epoch = holders.watch.epoch();
+        match locking.step(word, me, &holders) {
             Ok(LockStep::Acquired { .. }) => break,
             Ok(LockStep::Park { expected }) => {
-                watch.park(word, expected, epoch, None);
+                holders.watch.park(word, expected, epoch, None);
             }
             Err(bad) => {
                 // A word no state allows: take it, as the mutex does.
@@ -978,6 +982,24 @@ mod tests {
 
     use super::*;
     use crate::testing::scribble;
+
+    /// An ends lock word that names this process (a scribble: no other thread of it can hold
+    /// the lock while one goes for it) is taken over, not waited for: moving, cloning and
+    /// dropping ends goes on.
+    #[test]
+    fn an_ends_lock_naming_this_process_is_taken_over() {
+        let (tx, rx) = channel::<u32>(2, 8).expect("a channel before startup");
+        let lock = ends(&tx.end.segment, &tx.end.layout).lock_word();
+        lock.store(tx.end.tag, Ordering::SeqCst);
+        let moved = tx.clone().into_handle();
+        let again = Sender::open(moved).expect("the moved end opens");
+        again.send(&7).expect("room");
+        assert_eq!(rx.recv().expect("a message"), 7);
+        lock.store(tx.end.tag | WAITERS, Ordering::SeqCst);
+        drop(again);
+        drop(tx);
+        assert!(matches!(rx.recv(), Err(Error::Disconnected)));
+    }
 
     #[test]
     fn messages_pass_between_threads_exactly_once() {

@@ -15,10 +15,9 @@ use super::state::{self, Full, Locked, MapStep, MapWords};
 use crate::handle::{Handle, fingerprint};
 use crate::header::Kind;
 use crate::mutex::state::Locking;
-use crate::protocol::Peers;
 use crate::segment::{Element, Layout, Segment, map_entry, map_slots, open};
 use crate::sys;
-use crate::wait::{Watch, own_tag_or_master};
+use crate::wait::{Holders, Watch, own_tag_or_master};
 use crate::{Error, Plain, Result};
 
 /// How many times a locker looks at a held lock before it sleeps (as the mutex does).
@@ -45,21 +44,6 @@ fn to_words(bytes: &[u8]) -> Vec<u64> {
 fn from_words<T: Plain>(words: &[u64]) -> Option<T> {
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
     T::read_from_bytes(bytes.get(..size_of::<T>())?).ok()
-}
-
-/// The liveness of lock holders as a table sees them: the death board, and this process
-/// itself. Every operation of this process runs under the segment's local lock, so a lock
-/// word that names this process when a thread of it goes for the lock names no live holder
-/// (a scribble, or a word left by a thread that panicked): it is taken over.
-struct Holders {
-    watch: Watch,
-    me: u32,
-}
-
-impl Peers for Holders {
-    fn is_dead(&self, tag: u32) -> bool {
-        tag == self.me || self.watch.is_dead(tag)
-    }
 }
 
 /// The untyped table under both structures.
