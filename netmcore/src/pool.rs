@@ -815,20 +815,24 @@ where
         };
         if let Some(reply) = reply {
             self.apply(reply);
-            // Take what else is there without waiting.
-            loop {
-                let more = {
-                    let inner = pool.inner.borrow();
-                    let results = inner.results.as_ref().ok_or(Error::Disconnected)?;
-                    results.try_recv()?
-                };
-                match more {
-                    Some(reply) => self.apply(reply),
-                    None => break,
-                }
-            }
+            self.drain()?;
         }
         self.bury()
+    }
+
+    /// Takes every reply that is in the results channel now, without waiting.
+    fn drain(&mut self) -> Result<()> {
+        loop {
+            let more = {
+                let inner = self.pool.inner.borrow();
+                let results = inner.results.as_ref().ok_or(Error::Disconnected)?;
+                results.try_recv()?
+            };
+            match more {
+                Some(reply) => self.apply(reply),
+                None => return Ok(()),
+            }
+        }
     }
 
     fn apply(&mut self, reply: Reply<R>) {
@@ -886,17 +890,7 @@ where
         }
         // Everything a dead worker sent before it ended is in the channel now: take it first,
         // so that nothing it answered runs twice.
-        loop {
-            let more = {
-                let inner = pool.inner.borrow();
-                let results = inner.results.as_ref().ok_or(Error::Disconnected)?;
-                results.try_recv()?
-            };
-            match more {
-                Some(reply) => self.apply(reply),
-                None => break,
-            }
-        }
+        self.drain()?;
         for w in dead {
             let (held, pid) = {
                 let mut inner = pool.inner.borrow_mut();
