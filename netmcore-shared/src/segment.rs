@@ -98,8 +98,9 @@ pub(crate) fn channel_element(max_message: usize) -> Element {
     }
 }
 
-/// Bytes of a hash table's words (`MapWords`: lock and length).
-pub(crate) const MAP_WORDS: usize = 8;
+/// Bytes of a hash table's words (`MapWords`: lock and length, then the readers' version on
+/// a cache line of its own).
+pub(crate) const MAP_WORDS: usize = 128;
 
 /// The slots of a hash table for `capacity` keys: twice the capacity rounded up to a power of
 /// two, at least 8, so that probe chains stay short; `None` beyond `u32::MAX` keys (the length
@@ -886,7 +887,7 @@ mod tests {
         assert_eq!(map_slots(u32::MAX as usize + 1), None);
         let m = Layout::hash_map(Element::of::<u32>(), Element::of::<[u8; 9]>(), 5).expect("small");
         // 16 slots of a state word, one key word and two value words.
-        assert_eq!((m.words, m.payload, m.payload_len), (128, 136, 16 * 4 * 8));
+        assert_eq!((m.words, m.payload, m.payload_len), (128, 256, 16 * 4 * 8));
         assert_eq!((m.count, m.columns, m.element.size), (5, 0, 32));
         let s = Layout::hash_set(Element::of::<u64>(), 3).expect("small");
         assert_eq!(s.payload_len, 8 * 2 * 8);

@@ -234,7 +234,8 @@ mod words {
     const _: () = assert!(size_of::<ClaimsWords>() == 8 && CLAIMS_WORDS == 8);
     const _: () = assert!(size_of::<ClaimSlot>() == 24 && CLAIM_SLOT == 24);
     const _: () = assert!(align_of::<ClaimSlot>() == 8);
-    const _: () = assert!(size_of::<MapWords>() == 8 && MAP_WORDS == 8);
+    const _: () = assert!(size_of::<MapWords>() == 128 && MAP_WORDS == 128);
+    const _: () = assert!(align_of::<MapWords>() == 64);
     const _: () = assert!(size_of::<PipeWords>() == 192 && PIPE_WORDS == 192);
     const _: () = assert!(align_of::<PipeWords>() == 64);
     const _: () = assert!(size_of::<ChannelWords>() == 192 && CHANNEL_WORDS == 192);
@@ -252,7 +253,8 @@ mod words {
     // SAFETY: `#[repr(C)]` of two `AtomicU32` then two `AtomicU64`: 4 + 4 + 8 + 8 = 24 bytes,
     // no padding (asserted above).
     unsafe impl SharedWords for ClaimSlot {}
-    // SAFETY: `#[repr(C)]` of two `AtomicU32`, no padding (asserted above).
+    // SAFETY: `#[repr(C, align(64))]` of two lines: two `AtomicU32` and seven `AtomicU64`,
+    // then eight `AtomicU64`: 128 bytes, no padding (asserted above).
     unsafe impl SharedWords for MapWords {}
     // SAFETY: `#[repr(C, align(64))]` of three lines of atomics: an `AtomicU64`, two
     // `AtomicU32` and six `AtomicU64` (64 bytes), twice, then two `AtomicU32` and seven

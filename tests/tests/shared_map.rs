@@ -1,8 +1,9 @@
 //! `netmcore::shared::{HashMap, HashSet}` across processes: workers inserting disjoint and
 //! overlapping keys at once end with exactly the union, `Full` at capacity changes nothing, and
 //! a worker killed in the middle of its inserts — between two of them, or while it holds the
-//! map's lock with a half-written slot — leaves a map the others keep using, with every insert
-//! it completed.
+//! map's lock with a half-written slot, or in the middle of a remove — leaves a map the others
+//! keep using, with every insert it completed. Lookups do not wait for a live holder of the
+//! lock.
 //!
 //! Run one with `cargo test -p netmcore-tests --test shared_map -- NAME`.
 
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
         full_at_capacity_changes_nothing,
         a_worker_killed_between_inserts_leaves_its_completed_ones,
         a_worker_killed_holding_the_lock_does_not_wedge_the_map,
+        a_worker_killed_in_the_middle_of_a_remove_leaves_lookups_working,
     ])
 }
 
@@ -175,24 +177,39 @@ fn a_worker_killed_between_inserts_leaves_its_completed_ones(s: &Scenario) -> an
 /// header.
 const LOCK_WORD: usize = 128 / 4;
 
-/// The index of a set's first slot among its 64-bit words: after the header and the map's
-/// 8 bytes of words. A slot of a `HashSet<u64>` is two words, its state and its key.
-const SLOTS: usize = 136 / 8;
+/// The index of a map's version word (the readers' seqlock) among its 64-bit words: on the
+/// second cache line of the map's words.
+const VERSION_WORD: usize = (128 + 64) / 8;
 
-/// A worker takes the map's lock as the library does — its process's tag in the lock word —
-/// and starts an insert (the key's words written, not yet committed), then waits to be killed.
-/// A second worker is already asleep in an insert when the holder is killed: it takes the
-/// lock over and goes on; the half-written slot is no key, and the completed inserts are there.
+/// The index of a set's first slot among its 64-bit words: after the header and the map's
+/// 128 bytes of words. A slot of a `HashSet<u64>` is two words, its state and its key.
+const SLOTS: usize = 256 / 8;
+
+/// A slot's state word: a removed key.
+const TOMBSTONE: u64 = 2;
+
+/// In a worker: maps the set's segment and takes its lock as the library does — its
+/// process's tag in the lock word.
+fn take_the_lock(set: &HashSet<u64>) -> anyhow::Result<netmcore::ipc::shm::Mapping> {
+    let tag = u32::try_from(netmcore::self_process_id()?.0 + 1)?;
+    let name = netmcore::get_shm(set.handle().id())?;
+    let mapping = netmcore::ipc::shm::ShmObject::open(&name)?.map()?;
+    let words = mapping.as_atomic_u32s().context("a map is 4-aligned")?;
+    words[LOCK_WORD]
+        .compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed)
+        .map_err(|w| anyhow::anyhow!("the lock word is {w:#x}"))?;
+    Ok(mapping)
+}
+
+/// A worker takes the map's lock and starts an insert (the key's words written, not yet
+/// committed), then waits to be killed. Meanwhile lookups of keys that are there answer
+/// without waiting for it (an insert of a key that is there is one). A second worker is
+/// already asleep in an insert of a new key when the holder is killed: it takes the lock over
+/// and goes on; the half-written slot is no key, and the completed inserts are there.
 fn a_worker_killed_holding_the_lock_does_not_wedge_the_map(s: &Scenario) -> anyhow::Result<()> {
     let holder = coordinator(|(handle, pid_file): (Handle<HashSet<u64>>, PathBuf)| {
         let set = HashSet::open(handle)?;
-        let tag = u32::try_from(netmcore::self_process_id()?.0 + 1)?;
-        let name = netmcore::get_shm(set.handle().id())?;
-        let mapping = netmcore::ipc::shm::ShmObject::open(&name)?.map()?;
-        let words = mapping.as_atomic_u32s().context("a map is 4-aligned")?;
-        words[LOCK_WORD]
-            .compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed)
-            .map_err(|w| anyhow::anyhow!("the lock word is {w:#x}"))?;
+        let mapping = take_the_lock(&set)?;
         // A key's word in a free slot, its state word left free: an insert not committed.
         let words = mapping.as_atomic_u64s().context("8-aligned")?;
         let free = (SLOTS..words.len())
@@ -215,6 +232,9 @@ fn a_worker_killed_holding_the_lock_does_not_wedge_the_map(s: &Scenario) -> anyh
         ensure!(set.insert(1)?, "1 is new");
         let holding = holder.start(&(set.handle(), pid_file.clone()))?;
         let holder_pid = Pid::from_raw(support::read_pid(&pid_file)?).context("a pid")?;
+        // The holder is alive and holds the lock: lookups of a key that is there do not wait.
+        ensure!(set.contains(&1), "1 is not found while the lock is held");
+        ensure!(!set.insert(1)?, "1 is new while the lock is held");
         let waiting = waiter.start(&(set.handle(), asleep.clone()))?;
         support::wait_for_file(&asleep)?;
         // Give the waiter a moment to go to sleep in `insert`; it passes either way.
@@ -232,4 +252,57 @@ fn a_worker_killed_holding_the_lock_does_not_wedge_the_map(s: &Scenario) -> anyh
         Ok(())
     })?;
     run_coordinator(s, &first, &(s.path("holder.pid"), s.path("asleep")))
+}
+
+/// A worker takes the set's lock and starts a remove of key 1 as the library does — the
+/// version word odd, the slot a tombstone — then waits to be killed. A lookup started before
+/// the kill cannot trust what it reads, waits for the lock, and answers after the kill (key 1
+/// is gone: the remove was under way); the takeover ends the change, and the set goes on.
+fn a_worker_killed_in_the_middle_of_a_remove_leaves_lookups_working(
+    s: &Scenario,
+) -> anyhow::Result<()> {
+    let remover = coordinator(|(handle, pid_file): (Handle<HashSet<u64>>, PathBuf)| {
+        let set = HashSet::open(handle)?;
+        let mapping = take_the_lock(&set)?;
+        let words = mapping.as_atomic_u64s().context("8-aligned")?;
+        let slot = (SLOTS..words.len())
+            .step_by(2)
+            .find(|&i| {
+                words[i].load(Ordering::Relaxed) == 1 && words[i + 1].load(Ordering::Relaxed) == 1
+            })
+            .context("the slot of key 1")?;
+        words[VERSION_WORD].fetch_or(1, Ordering::Relaxed);
+        words[slot].store(TOMBSTONE, Ordering::Release);
+        support::write_own_pid(&pid_file)?;
+        support::sleep_forever()
+    })?;
+    let reader = coordinator(|(handle, asleep): (Handle<HashSet<u64>>, PathBuf)| {
+        let set = HashSet::open(handle)?;
+        support::touch(&asleep)?;
+        ensure!(!set.contains(&1), "1 is there after its remove");
+        ensure!(set.contains(&2), "2 is gone");
+        Ok(())
+    })?;
+    let first = coordinator(move |(pid_file, asleep): (PathBuf, PathBuf)| {
+        let set = HashSet::<u64>::with_capacity(8)?;
+        ensure!(set.insert(1)? && set.insert(2)?, "1 and 2 are new");
+        let removing = remover.start(&(set.handle(), pid_file.clone()))?;
+        let remover_pid = Pid::from_raw(support::read_pid(&pid_file)?).context("a pid")?;
+        let reading = reader.start(&(set.handle(), asleep.clone()))?;
+        support::wait_for_file(&asleep)?;
+        // Give the reader a moment to go to sleep in `contains`; it passes either way.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        kill_process(remover_pid, Signal::KILL)?;
+        ensure!(
+            remover.join(removing)?.is_none(),
+            "the killed remover returned"
+        );
+        verdict(reader.join(reading)?)?;
+        ensure!(set.to_vec() == [2], "the set holds {:?}", set.to_vec());
+        ensure!(set.len() == 1, "len {}", set.len());
+        ensure!(set.insert(1)?, "1 is new again");
+        ensure!(set.contains(&1) && set.contains(&2), "1 and 2 are there");
+        Ok(())
+    })?;
+    run_coordinator(s, &first, &(s.path("remover.pid"), s.path("asleep")))
 }

@@ -4,14 +4,18 @@
 //! whole word) and are copied through them, so this module needs no view of the payload as
 //! `K` or `V` and no `unsafe` code: every access goes through `sys::words_slice_at`, and a
 //! corrupt word is at worst a wrong value of a `Plain` type, which has no invalid bit pattern.
-//! The copies cost little next to the lock that every operation takes anyway.
+//! Keys and values of up to [`INLINE`] words are copied on the stack, larger ones in a `Vec`.
+//!
+//! A lookup ([`HashMap::get`], [`HashSet::contains`], and [`HashSet::insert`] of a key that is
+//! there already) first probes without the lock ([`state::Table::read`]) and takes the lock
+//! only if a change ran meanwhile; an insert of a new key, a replace or a remove takes it.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use super::state::{self, Full, Locked, MapStep, MapWords};
+use super::state::{self, Full, Locked, MapStep, MapWords, Read};
 use crate::handle::{Handle, fingerprint};
 use crate::header::Kind;
 use crate::mutex::state::Locking;
@@ -19,6 +23,7 @@ use crate::segment::{Element, Layout, Segment, map_entry, map_slots, open};
 use crate::sys;
 use crate::wait::{Holders, Watch, own_tag_or_master};
 use crate::{Error, Plain, Result};
+use zerocopy::IntoBytes as _;
 
 /// How many times a locker looks at a held lock before it sleeps (as the mutex does).
 const SPINS: u32 = 100;
@@ -28,22 +33,61 @@ fn words_for(size: usize) -> usize {
     size.div_ceil(8)
 }
 
-/// `bytes` as zero-padded native-endian words.
-fn to_words(bytes: &[u8]) -> Vec<u64> {
-    bytes
-        .chunks(8)
-        .map(|chunk| {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            u64::from_ne_bytes(word)
-        })
-        .collect()
+/// Keys and values of up to this many words are copied on the stack.
+const INLINE: usize = 4;
+
+/// The words of a key or a value: on the stack up to [`INLINE`] words, else in a `Vec`.
+enum Words {
+    /// The first `len` words are the value.
+    Inline([u64; INLINE], usize),
+    /// Longer ones.
+    Heap(Vec<u64>),
+}
+
+impl Words {
+    /// `len` zero words.
+    fn zeroed(len: usize) -> Words {
+        if len <= INLINE {
+            Words::Inline([0; INLINE], len)
+        } else {
+            Words::Heap(vec![0; len])
+        }
+    }
+
+    /// `bytes` as zero-padded native-endian words.
+    fn of(bytes: &[u8]) -> Words {
+        let mut words = Words::zeroed(words_for(bytes.len()));
+        for (word, chunk) in words.as_mut_slice().iter_mut().zip(bytes.chunks(8)) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            *word = u64::from_ne_bytes(buf);
+        }
+        words
+    }
+
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Words::Inline(words, len) => &words[..*len],
+            Words::Heap(words) => words,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u64] {
+        match self {
+            Words::Inline(words, len) => &mut words[..*len],
+            Words::Heap(words) => words,
+        }
+    }
+
+    /// The `T` whose bytes start these words, if they hold enough.
+    fn to<T: Plain>(&self) -> Option<T> {
+        from_words(self.as_slice())
+    }
 }
 
 /// The `T` whose bytes start `words`, if they hold enough.
 fn from_words<T: Plain>(words: &[u64]) -> Option<T> {
-    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    T::read_from_bytes(bytes.get(..size_of::<T>())?).ok()
+    T::read_from_bytes(words.as_bytes().get(..size_of::<T>())?).ok()
 }
 
 /// The untyped table under both structures.
@@ -172,12 +216,29 @@ impl Table {
     }
 
     /// Inserts `key` with `value` (bytes); the old value's words if the key was there.
-    fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u64>>> {
-        let key_words = to_words(key);
-        let value_words = to_words(value);
+    ///
+    /// A table without values (a set) first looks the key up without the lock: a key that is
+    /// there already is the whole answer, since there is no value to replace.
+    fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Words>> {
+        let key_words = Words::of(key);
+        let value_words = Words::of(value);
         let hash = state::hash(key);
-        let mut old = vec![0; value_words.len()];
-        match self.locked(|t, l| t.insert(&key_words, hash, &value_words, &mut old, l)) {
+        let mut old = Words::zeroed(value_words.as_slice().len());
+        if self.value_words == 0
+            && let Some(table) = self.state()
+            && table.read(key_words.as_slice(), hash, old.as_mut_slice()) == Read::Found
+        {
+            return Ok(Some(old));
+        }
+        match self.locked(|t, l| {
+            t.insert(
+                key_words.as_slice(),
+                hash,
+                value_words.as_slice(),
+                old.as_mut_slice(),
+                l,
+            )
+        }) {
             Some(Ok(true)) => Ok(Some(old)),
             Some(Ok(false)) => Ok(None),
             Some(Err(Full)) => Err(Error::Full),
@@ -185,21 +246,30 @@ impl Table {
         }
     }
 
-    /// The value words of `key`, if it is there.
-    fn get(&self, key: &[u8]) -> Option<Vec<u64>> {
-        let key_words = to_words(key);
+    /// The value words of `key`, if it is there: looked up without the lock, and again under
+    /// it if a change ran meanwhile.
+    fn get(&self, key: &[u8]) -> Option<Words> {
+        let key_words = Words::of(key);
         let hash = state::hash(key);
-        let mut out = vec![0; self.value_words];
-        self.locked(|t, l| t.get(&key_words, hash, &mut out, l))?
+        let mut out = Words::zeroed(self.value_words);
+        match self
+            .state()?
+            .read(key_words.as_slice(), hash, out.as_mut_slice())
+        {
+            Read::Found => return Some(out),
+            Read::Absent => return None,
+            Read::Retry => {}
+        }
+        self.locked(|t, l| t.get(key_words.as_slice(), hash, out.as_mut_slice(), l))?
             .then_some(out)
     }
 
     /// Removes `key`; its value words if it was there.
-    fn remove(&self, key: &[u8]) -> Option<Vec<u64>> {
-        let key_words = to_words(key);
+    fn remove(&self, key: &[u8]) -> Option<Words> {
+        let key_words = Words::of(key);
         let hash = state::hash(key);
-        let mut out = vec![0; self.value_words];
-        self.locked(|t, l| t.remove(&key_words, hash, &mut out, l))?
+        let mut out = Words::zeroed(self.value_words);
+        self.locked(|t, l| t.remove(key_words.as_slice(), hash, out.as_mut_slice(), l))?
             .then_some(out)
     }
 
@@ -265,8 +335,12 @@ fn layout_of<K>(kind: Kind, value: Element, capacity: usize) -> Result<Layout> {
 /// and an insert of a new key into a map that holds that many is `Err(Error::Full)` and changes
 /// nothing (replacing the value of a key already there always works).
 ///
-/// **Concurrency.** Every operation takes the map's lock (one word, the protocol of
-/// [`Mutex`](crate::Mutex)) for the few slots it probes. A process that dies holding it —
+/// **Concurrency.** A lookup ([`get`](HashMap::get), [`contains_key`](HashMap::contains_key))
+/// probes without a lock, as a seqlock reader: it answers from what it read when no remove or
+/// replace ran meanwhile, and otherwise asks again under the map's lock. Inserts, replaces
+/// and removes take that lock (one word, the protocol of [`Mutex`](crate::Mutex)) for the few
+/// slots they probe, so readers on every core scale and writers take turns. A process that
+/// dies holding it —
 /// killed in the middle of an insert, say — does not wedge the map: the next operation takes
 /// the lock over within moments and recounts the keys. A new key is committed by one word, so
 /// it is either in or not; a *replace* interrupted by a death may leave a torn value (still a
@@ -341,15 +415,13 @@ impl<K: Plain, V: Plain> HashMap<K, V> {
     /// nothing is changed. [`Error::Corrupt`] for a segment that holds no table.
     pub fn insert(&self, key: K, value: V) -> Result<Option<V>> {
         let old = self.table.insert(key.as_bytes(), value.as_bytes())?;
-        Ok(old.and_then(|words| from_words(&words)))
+        Ok(old.and_then(|words| words.to()))
     }
 
     /// The value of `key`, if it is there (a copy: another process may change it at once).
     #[must_use]
     pub fn get(&self, key: &K) -> Option<V> {
-        self.table
-            .get(key.as_bytes())
-            .and_then(|words| from_words(&words))
+        self.table.get(key.as_bytes()).and_then(|words| words.to())
     }
 
     /// Whether `key` is there.
@@ -362,7 +434,7 @@ impl<K: Plain, V: Plain> HashMap<K, V> {
     pub fn remove(&self, key: &K) -> Option<V> {
         self.table
             .remove(key.as_bytes())
-            .and_then(|words| from_words(&words))
+            .and_then(|words| words.to())
     }
 
     /// The number of keys (another process may change it at once).
@@ -427,7 +499,9 @@ impl<K: Plain, V: Plain> fmt::Debug for HashMap<K, V> {
 ///
 /// Keys, capacity, concurrency, bad bytes and lifetime are as for [`HashMap`]: keys hashed and
 /// compared by their bytes, `Err(Error::Full)` for a new key beyond the capacity (nothing
-/// changed), a holder's death repaired by the next operation, and the reading calls
+/// changed), lookups without a lock — an [`insert`](HashSet::insert) of a key that is there
+/// already is one, so that many processes adding mostly known keys do not queue on the lock —
+/// a holder's death repaired by the next operation, and the reading calls
 /// ([`contains`](HashSet::contains), [`len`](HashSet::len), [`to_vec`](HashSet::to_vec)) never
 /// panic or hang on a corrupt segment.
 pub struct HashSet<K: Plain> {

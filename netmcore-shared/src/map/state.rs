@@ -10,10 +10,10 @@
 //!
 //! * `state` is [`EMPTY`], [`FULL`] or [`TOMBSTONE`]; any other value (a corrupt segment) is
 //!   read as a tombstone: skipped by lookups, reused by inserts.
-//! * Every read and write of a slot happens with the lock held, so the slot words are
-//!   `Relaxed`; the lock is taken with `Acquire` and given back with `Release`.
+//! * Every write of a slot happens with the lock held; the lock is taken with `Acquire` and
+//!   given back with `Release`.
 //! * **Commit.** An insert of a new key writes the key and value words of a free slot first,
-//!   then its state (`FULL`), then bumps `len`. A holder that dies before the state write
+//!   then its state (`FULL`, with `Release`, for the readers below), then bumps `len`. A holder that dies before the state write
 //!   leaves a free slot with stray words (nothing inserted); one that dies after it leaves the
 //!   key inserted, and the `len` that the next holder recounts when it takes the lock over
 //!   ([`Table::repair`]). A replace writes the value words in place: a holder that dies in the
@@ -23,10 +23,24 @@
 //!   right before it empty too, so that chains do not grow for nothing.
 //! * `len` never exceeds the capacity the user asked for; an insert of a new key into a full
 //!   table is [`Full`] and changes nothing.
+//!
+//! **Readers without the lock** ([`Table::read`]). A lookup may probe without the lock, as a
+//! seqlock reader: every write that could make a concurrent probe answer wrongly — a remove
+//! (a `FULL` slot freed, whose words a later insert rewrites; tombstones emptied, which ends
+//! chains), a replace (value words rewritten in place) — is a *change*, bracketed by the
+//! `version` word: made odd before (then a `Release` fence), even again after (`Release`).
+//! An insert of a new key is not a change: it only turns a free slot `FULL` after its words,
+//! so a reader that loads the state with `Acquire` and sees `FULL` sees the words. A reader
+//! loads `version` (`Acquire`), probes, fences (`Acquire`) and loads `version` again; its
+//! answer stands only if both loads saw the same even value, and otherwise it takes the lock
+//! and asks again. A holder that dies in the middle of a change leaves `version` odd, so
+//! readers take the lock, and the takeover ([`Table::repair`]) makes it even again. The
+//! version word is on a cache line of its own, so that readers do not share one with the
+//! lock word that every locker writes.
 
 use crate::mutex::state::{LockStep, Locking, WAITERS};
 use crate::protocol::{BadState, Peers, Wake};
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 /// A slot that never held a key since the table was made (or since the chain after it ended).
 pub(crate) const EMPTY: u64 = 0;
@@ -35,14 +49,19 @@ pub(crate) const FULL: u64 = 1;
 /// A slot whose key was removed: lookups probe past it, inserts reuse it.
 pub(crate) const TOMBSTONE: u64 = 2;
 
-/// The words of a hash table, as laid out in its segment.
-#[repr(C)]
+/// The words of a hash table, as laid out in its segment: the lockers' words, then the
+/// readers' `version` on a cache line of its own.
+#[repr(C, align(64))]
 pub(crate) struct MapWords {
     /// The lock word (the mutex protocol: `0` free, else the holder's tag and `WAITERS`).
     pub(crate) lock: AtomicU32,
     /// How many slots are `FULL`; exact while the lock is held, except just after a takeover
     /// (which recounts it).
     pub(crate) len: AtomicU32,
+    _pad0: [AtomicU64; 7],
+    /// Even while no change is under way, odd during one (see the module docs).
+    pub(crate) version: AtomicU64,
+    _pad1: [AtomicU64; 7],
 }
 
 impl MapWords {
@@ -52,6 +71,9 @@ impl MapWords {
         MapWords {
             lock: AtomicU32::new(0),
             len: AtomicU32::new(0),
+            _pad0: std::array::from_fn(|_| AtomicU64::new(0)),
+            version: AtomicU64::new(0),
+            _pad1: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -83,6 +105,17 @@ pub(crate) enum MapStep {
         /// The value to sleep on.
         expected: u32,
     },
+}
+
+/// What a reader without the lock learnt (see [`Table::read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// The key is there; its value was copied out.
+    Found,
+    /// The key is not there.
+    Absent,
+    /// A change ran meanwhile (or the table is corrupt): ask again under the lock.
+    Retry,
 }
 
 /// Where a probe for a key ended.
@@ -201,13 +234,37 @@ impl<'a> Table<'a> {
         crate::mutex::state::unlock(&self.words.lock, locked.me)
     }
 
-    /// Recounts `len` from the slots, after a holder died at any point of an operation.
+    /// Recounts `len` from the slots, after a holder died at any point of an operation, and
+    /// ends the change it may have left under way.
     fn repair(&self) {
+        let version = self.words.version.load(Ordering::Relaxed);
+        if version % 2 == 1 {
+            self.words
+                .version
+                .store(version.wrapping_add(1), Ordering::Release);
+        }
         let full = (0..self.slot_count())
             .filter(|&i| self.slot(i)[0].load(Ordering::Relaxed) == FULL)
             .count();
         let len = u32::try_from(full).unwrap_or(u32::MAX);
         self.words.len.store(len, Ordering::Relaxed);
+    }
+
+    /// Starts a change (see the module docs): `version` odd, then a fence that orders it
+    /// before the writes of the change. Returns the odd value, for [`Table::end_change`].
+    fn begin_change(&self) -> u64 {
+        let odd = self.words.version.load(Ordering::Relaxed) | 1;
+        self.words.version.store(odd, Ordering::Relaxed);
+        fence(Ordering::Release);
+        odd
+    }
+
+    /// Ends the change that [`Table::begin_change`] started: `version` even again, after the
+    /// writes of the change.
+    fn end_change(&self, odd: u64) {
+        self.words
+            .version
+            .store(odd.wrapping_add(1), Ordering::Release);
     }
 
     /// `len`, recounted first if it exceeds the capacity (a corrupt word).
@@ -278,8 +335,12 @@ impl<'a> Table<'a> {
             Probe::Found(i) => {
                 self.read_value(i, old);
                 let values = &self.slot(i)[1 + self.key_words..];
-                for (w, v) in values.iter().zip(value) {
-                    w.store(*v, Ordering::Relaxed);
+                if !values.is_empty() {
+                    let change = self.begin_change();
+                    for (w, v) in values.iter().zip(value) {
+                        w.store(*v, Ordering::Relaxed);
+                    }
+                    self.end_change(change);
                 }
                 Ok(true)
             }
@@ -292,11 +353,46 @@ impl<'a> Table<'a> {
                 for (w, k) in slot[1..].iter().zip(key.iter().chain(value)) {
                     w.store(*k, Ordering::Relaxed);
                 }
-                // The commit point: before it the slot is free, after it the key is in.
-                slot[0].store(FULL, Ordering::Relaxed);
+                // The commit point: before it the slot is free, after it the key is in (and a
+                // reader that sees it sees the words).
+                slot[0].store(FULL, Ordering::Release);
                 self.words.len.store(len + 1, Ordering::Relaxed);
                 Ok(false)
             }
+        }
+    }
+
+    /// Looks `key` (of hash `hash`) up without the lock, copying its value into `out` if it is
+    /// there: [`Read::Found`] or [`Read::Absent`] if no change ran meanwhile, else
+    /// [`Read::Retry`] (and `out` may hold anything).
+    pub(crate) fn read(&self, key: &[u64], hash: u64, out: &mut [u64]) -> Read {
+        let before = self.words.version.load(Ordering::Acquire);
+        if before % 2 == 1 {
+            return Read::Retry;
+        }
+        let n = self.slot_count();
+        if n == 0 || key.len() != self.key_words {
+            return Read::Retry;
+        }
+        let home = usize::try_from(hash % n as u64).unwrap_or(0);
+        let mut found = Read::Absent;
+        for step in 0..n {
+            let i = (home + step) % n;
+            match self.slot(i)[0].load(Ordering::Acquire) {
+                EMPTY => break,
+                FULL if self.holds(i, key) => {
+                    self.read_value(i, out);
+                    found = Read::Found;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        fence(Ordering::Acquire);
+        if self.words.version.load(Ordering::Relaxed) == before {
+            found
+        } else {
+            Read::Retry
         }
     }
 
@@ -317,6 +413,7 @@ impl<'a> Table<'a> {
             return false;
         };
         self.read_value(i, out);
+        let change = self.begin_change();
         let n = self.slot_count();
         let next_empty = self.slot((i + 1) % n)[0].load(Ordering::Relaxed) == EMPTY;
         if next_empty {
@@ -336,6 +433,7 @@ impl<'a> Table<'a> {
         } else {
             self.slot(i)[0].store(TOMBSTONE, Ordering::Relaxed);
         }
+        self.end_change(change);
         let len = self.checked_len();
         self.words
             .len
@@ -535,6 +633,121 @@ pub(crate) mod scenarios {
         assert_eq!(waiter.join().expect("waiter"), Ok(None));
         assert_eq!(get(&s, 3, 6), Some(62));
     }
+
+    /// One read without the lock of `key` (given hash `hash`).
+    pub(crate) fn read(s: &Shared, key: u64, hash: u64) -> (Read, u64) {
+        let mut out = [0];
+        let read = table(s).read(&[key], hash, &mut out);
+        (read, out[0])
+    }
+
+    /// A reader without the lock looks key 8 up while a locker removes key 4 and inserts key
+    /// 8 into the slot it freed (both homed on slot 0): the reader finds key 8 with its own
+    /// value, or not at all, or is told to retry — never with key 4's value. Then it finds
+    /// it.
+    pub(crate) fn a_reader_never_mixes_a_removed_key_with_its_successor() {
+        let s = shared();
+        assert_eq!(insert(&s, 1, 4, 40), Ok(None));
+        let s2 = Arc::clone(&s);
+        let reader = thread::spawn(move || read(&s2, 8, 4));
+        let (locked, _) = lock(&s, 2);
+        let t = table(&s);
+        assert!(t.remove(&[4], 4, &mut [0], &locked));
+        assert_eq!(t.insert(&[8], 4, &[80], &mut [0], &locked), Ok(false));
+        unlock(&s, locked);
+        match reader.join().expect("reader") {
+            (Read::Found, 80) | (Read::Absent | Read::Retry, _) => {}
+            other => panic!("key 8 read as {other:?}"),
+        }
+        assert_eq!(read(&s, 8, 4), (Read::Found, 80));
+        assert_eq!(read(&s, 4, 4).0, Read::Absent);
+    }
+
+    /// A reader without the lock looks a key up while a locker inserts it: it finds it with
+    /// its value or not at all, and is never told to retry (an insert is not a change).
+    pub(crate) fn a_reader_sees_a_new_key_whole_or_not_at_all() {
+        let s = shared();
+        let s2 = Arc::clone(&s);
+        let reader = thread::spawn(move || read(&s2, 6, 6));
+        assert_eq!(insert(&s, 1, 6, 60), Ok(None));
+        match reader.join().expect("reader") {
+            (Read::Found, 60) | (Read::Absent, _) => {}
+            other => panic!("key 6 read as {other:?}"),
+        }
+    }
+
+    /// A table of 4 slots of one key word and two value words, for 3 keys.
+    pub(crate) fn wide(s: &Shared) -> Table<'_> {
+        Table::attach(&s.words, &s.slots, 1, 2, 3)
+    }
+
+    /// The shared words of [`wide`].
+    pub(crate) fn shared_wide() -> Arc<Shared> {
+        Arc::new(Shared {
+            words: MapWords::new(),
+            slots: (0..SLOTS * 4).map(|_| AtomicU64::new(0)).collect(),
+            board: Board::new(),
+            futex: Futex::new(),
+        })
+    }
+
+    /// A reader without the lock reads a two-word value while a locker replaces it: it sees
+    /// the old value or the new one, never half of each.
+    pub(crate) fn a_reader_never_sees_a_torn_replace() {
+        let s = shared_wide();
+        let (locked, _) = lock(&s, 1);
+        assert_eq!(
+            wide(&s).insert(&[5], 5, &[1, 1], &mut [0, 0], &locked),
+            Ok(false)
+        );
+        unlock(&s, locked);
+        let s2 = Arc::clone(&s);
+        let reader = thread::spawn(move || {
+            let mut out = [0, 0];
+            let read = wide(&s2).read(&[5], 5, &mut out);
+            (read, out)
+        });
+        let (locked, _) = lock(&s, 1);
+        let mut old = [0, 0];
+        assert_eq!(
+            wide(&s).insert(&[5], 5, &[2, 2], &mut old, &locked),
+            Ok(true)
+        );
+        assert_eq!(old, [1, 1]);
+        unlock(&s, locked);
+        match reader.join().expect("reader") {
+            (Read::Found, [1, 1] | [2, 2]) | (Read::Retry, _) => {}
+            other => panic!("key 5 read as {other:?}"),
+        }
+    }
+
+    /// A locker dies in the middle of a remove, leaving `version` odd: a reader retries (and
+    /// does not hang), a waiter takes the lock over and ends the change, and readers answer
+    /// again.
+    pub(crate) fn a_change_left_by_a_dead_holder_is_ended_by_the_takeover() {
+        let s = shared();
+        assert_eq!(insert(&s, 3, 4, 40), Ok(None));
+        let _ = lock(&s, 1);
+        let s2 = Arc::clone(&s);
+        let dying = thread::spawn(move || {
+            let t = table(&s2);
+            // The prefix of a remove of key 4: the change begun, the slot freed, then the end.
+            let _ = t.begin_change();
+            s2.slots[0].store(EMPTY, Ordering::Relaxed);
+            s2.board.die(1, &s2.futex);
+        });
+        let s3 = Arc::clone(&s);
+        let reader = thread::spawn(move || read(&s3, 4, 4));
+        let (locked, took_over) = lock(&s, 2);
+        assert!(took_over);
+        unlock(&s, locked);
+        dying.join().expect("dying");
+        match reader.join().expect("reader") {
+            (Read::Found, 40) | (Read::Absent | Read::Retry, _) => {}
+            other => panic!("key 4 read as {other:?}"),
+        }
+        assert_eq!(read(&s, 4, 4).0, Read::Absent, "the version is even again");
+    }
 }
 
 #[cfg(all(test, netmcore_loom))]
@@ -560,6 +773,26 @@ mod loom_map {
     fn loom_a_waiter_recovers_from_an_inserter_dead_before_its_commit() {
         loom::model(scenarios::a_waiter_recovers_from_an_inserter_dead_before_its_commit);
     }
+
+    #[test]
+    fn loom_a_reader_never_mixes_a_removed_key_with_its_successor() {
+        loom::model(scenarios::a_reader_never_mixes_a_removed_key_with_its_successor);
+    }
+
+    #[test]
+    fn loom_a_reader_sees_a_new_key_whole_or_not_at_all() {
+        loom::model(scenarios::a_reader_sees_a_new_key_whole_or_not_at_all);
+    }
+
+    #[test]
+    fn loom_a_reader_never_sees_a_torn_replace() {
+        loom::model(scenarios::a_reader_never_sees_a_torn_replace);
+    }
+
+    #[test]
+    fn loom_a_change_left_by_a_dead_holder_is_ended_by_the_takeover() {
+        loom::model(scenarios::a_change_left_by_a_dead_holder_is_ended_by_the_takeover);
+    }
 }
 
 #[cfg(all(test, not(netmcore_loom)))]
@@ -574,6 +807,10 @@ mod tests {
             scenarios::colliding_inserts_and_a_remove();
             scenarios::a_dead_inserter_is_taken_over();
             scenarios::a_waiter_recovers_from_an_inserter_dead_before_its_commit();
+            scenarios::a_reader_never_mixes_a_removed_key_with_its_successor();
+            scenarios::a_reader_sees_a_new_key_whole_or_not_at_all();
+            scenarios::a_reader_never_sees_a_torn_replace();
+            scenarios::a_change_left_by_a_dead_holder_is_ended_by_the_takeover();
         }
     }
 
