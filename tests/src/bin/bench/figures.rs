@@ -589,6 +589,66 @@ pub fn pipe_mb_s(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
 /// The size of `nqueens12_speedup`.
 const NQUEENS_SIZE: usize = 12;
 
+/// The size of `nqueens14_speedup`: a search of about 100 ms in one process, the time of
+/// OCamlnet's sequential n = 12 on this machine kind.
+const NQUEENS_LARGE: usize = 14;
+
+/// `nqueens14_speedup`, for reading `nqueens12_speedup`: the same comparison at n = 14, where
+/// the search dominates the fixed costs of a parallel run (creating the counter and the set,
+/// starting and joining a worker, destroying both); beside it, `nqueens14_sequential_ms` and
+/// `nqueens14_shared_ms`. One repetition per sample, after one warm-up.
+pub fn nqueens14_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let worker = crate::parallel::def_set_worker()?;
+    let measure = process::def_process(move |plan: Plan| {
+        let millis = |start: Instant| start.elapsed().as_secs_f64() * 1e3;
+        let once = || -> anyhow::Result<[f64; 3]> {
+            let start = Instant::now();
+            let alone = black_box(crate::board::sequential(black_box(NQUEENS_LARGE)));
+            let sequential = millis(start);
+            let start = Instant::now();
+            let shared = crate::parallel::count_with_set(&worker, NQUEENS_LARGE, cores)?;
+            let parallel = millis(start);
+            ensure!(
+                shared == alone,
+                "the shared set counted {shared} classes, one process {alone}"
+            );
+            Ok([sequential / parallel, sequential, parallel])
+        };
+        let run = || -> anyhow::Result<Vec<f64>> {
+            for _ in 0..plan.warmup {
+                once()?;
+            }
+            let mut values = Vec::with_capacity(3 * plan.reps);
+            for _ in 0..plan.reps {
+                values.extend(once()?);
+            }
+            Ok(values)
+        };
+        report(run())
+    })?;
+    let plan = Plan {
+        reps: setting.reps,
+        batch: 1,
+        warmup: 1,
+    };
+    let values = under_master(&measure, &plan)?;
+    let names = [
+        "nqueens14_speedup",
+        "nqueens14_sequential_ms",
+        "nqueens14_shared_ms",
+    ];
+    Ok(values
+        .chunks_exact(names.len())
+        .flat_map(|rep| {
+            names
+                .iter()
+                .zip(rep)
+                .map(|(&name, &value)| Sample { name, value })
+        })
+        .collect())
+}
+
 /// `nqueens12_speedup`: the `nqueens` example's count of the solutions of n = 12 up to
 /// symmetry, in one process (its `sequential` mode: the search, the canonical forms in a `std`
 /// set) against the same search by one process per core counting into a shared `HashSet`

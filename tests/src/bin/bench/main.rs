@@ -141,7 +141,7 @@ pub struct Job {
 }
 
 /// The measurements, in the order of the run (the floors first).
-pub const JOBS: [Job; 18] = [
+pub const JOBS: [Job; 19] = [
     Job {
         name: "floor_fork",
         figures: &["floor_fork_wait_us"],
@@ -227,6 +227,15 @@ pub const JOBS: [Job; 18] = [
             "nqueens12_channel_ms",
         ],
         run: figures::nqueens12_speedup,
+    },
+    Job {
+        name: "nqueens14",
+        figures: &[
+            "nqueens14_speedup",
+            "nqueens14_sequential_ms",
+            "nqueens14_shared_ms",
+        ],
+        run: figures::nqueens14_speedup,
     },
     Job {
         name: "pool",

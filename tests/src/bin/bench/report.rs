@@ -28,7 +28,7 @@ pub struct Figure {
 }
 
 /// Every figure, in the order of the output.
-pub const FIGURES: [Figure; 27] = [
+pub const FIGURES: [Figure; 30] = [
     figure("cores", "count", Role::Extra),
     figure("floor_fork_wait_us", "us", Role::Floor),
     figure("floor_socket_rtt_us", "us", Role::Floor),
@@ -52,6 +52,9 @@ pub const FIGURES: [Figure; 27] = [
     figure("nqueens12_shared_ms", "ms", Role::Extra),
     figure("nqueens1_shared_ms", "ms", Role::Extra),
     figure("nqueens12_channel_ms", "ms", Role::Extra),
+    figure("nqueens14_speedup", "x", Role::Extra),
+    figure("nqueens14_sequential_ms", "ms", Role::Extra),
+    figure("nqueens14_shared_ms", "ms", Role::Extra),
     figure("pool_tasks_per_s", "tasks/s", Role::Judged),
     figure("pool_chunk1_tasks_per_s", "tasks/s", Role::Judged),
     figure("chameneos_meetings_per_s", "meetings/s", Role::Judged),
