@@ -105,6 +105,7 @@ impl DeathBoard {
     /// The epoch: a futex word bumped (and woken) after each death. Read it before checking
     /// [`is_dead`](DeathBoard::is_dead), and sleep only while it still holds that value.
     #[must_use]
+    #[inline]
     pub fn epoch(&self) -> &'static AtomicU32 {
         self.memory
             .atomic_u32_at(0)
@@ -146,6 +147,7 @@ impl DeathBoard {
     /// Whether the process of `tag` has ended. Never true for [`NO_TAG`], [`MASTER_TAG`] or a
     /// word that is no tag.
     #[must_use]
+    #[inline]
     pub fn is_dead(&self, tag: u32) -> bool {
         self.bit(tag)
             .is_some_and(|(word, bit)| word.load(Ordering::Acquire) & bit != 0)

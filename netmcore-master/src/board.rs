@@ -36,6 +36,7 @@ pub(crate) fn make() -> Result<DeathBoard> {
 /// assert!(death_board().is_none());
 /// ```
 #[must_use]
+#[inline]
 pub fn death_board() -> Option<DeathBoard> {
     BOARD.get().copied()
 }
@@ -59,6 +60,7 @@ pub(crate) fn set_own_tag(pid: ProcessId) {
 ///
 /// [`Error::UnknownProcess`] for a worker whose id is beyond the tags (about a billion
 /// processes into the program).
+#[inline]
 pub fn self_tag() -> Result<u32> {
     match OWN_TAG.load(Ordering::Relaxed) {
         NO_TAG => Err(Error::UnknownProcess(worker::self_pid()?)),

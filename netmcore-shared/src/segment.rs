@@ -605,6 +605,7 @@ impl Segment {
     }
 
     /// The segment's resource id.
+    #[inline]
     pub(crate) fn id(&self) -> ResId {
         self.id
     }
@@ -615,6 +616,7 @@ impl Segment {
     }
 
     /// The mapping.
+    #[inline]
     pub(crate) fn mapping(&self) -> &Mapping {
         &self.mapping
     }

@@ -280,18 +280,22 @@ pub(crate) trait Mapped {
 }
 
 impl Mapped for Mapping {
+    #[inline]
     fn base(&self) -> *mut u8 {
         self.as_ptr()
     }
+    #[inline]
     fn size(&self) -> usize {
         self.len()
     }
 }
 
 impl Mapped for SharedMemory {
+    #[inline]
     fn base(&self) -> *mut u8 {
         self.as_ptr()
     }
+    #[inline]
     fn size(&self) -> usize {
         self.len()
     }

@@ -29,6 +29,7 @@ pub(crate) struct Watch {
 
 impl Watch {
     /// The board of this program, if `startup` made one.
+    #[inline]
     pub(crate) fn new() -> Watch {
         Watch {
             board: netmcore_master::death_board(),
@@ -36,6 +37,7 @@ impl Watch {
     }
 
     /// The board's epoch now (read with `Acquire`, before the liveness checks of a step).
+    #[inline]
     pub(crate) fn epoch(&self) -> Option<u32> {
         self.board.map(|b| b.epoch().load(Ordering::Acquire))
     }
@@ -138,12 +140,14 @@ impl Peers for Holders {
 /// # Errors
 ///
 /// [`Error::Master`] for a worker beyond the tags or whose master is gone.
+#[inline]
 pub(crate) fn own_tag() -> Result<u32> {
     netmcore_master::self_tag().map_err(Error::Master)
 }
 
 /// The tag of the calling process for calls that cannot fail: a worker with no tag (which
 /// takes a billion processes) acts as the master's tag, which never dies.
+#[inline]
 pub(crate) fn own_tag_or_master() -> u32 {
     own_tag().unwrap_or(MASTER_TAG)
 }

@@ -311,12 +311,14 @@ impl Mapping {
 
     /// The first byte of the mapping.
     #[must_use]
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.region.ptr.as_ptr()
     }
 
     /// The length of the mapping in bytes.
     #[must_use]
+    #[inline]
     pub fn len(&self) -> usize {
         self.region.len
     }
@@ -458,12 +460,14 @@ unsafe impl Sync for SharedMemory {}
 impl SharedMemory {
     /// The first byte of the memory.
     #[must_use]
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.region.ptr.as_ptr()
     }
 
     /// The length in bytes.
     #[must_use]
+    #[inline]
     pub fn len(&self) -> usize {
         self.region.len
     }
@@ -527,12 +531,14 @@ impl SharedMemory {
 
     /// The atomic 32-bit word at byte `offset`, or `None` if it is misaligned or does not fit.
     #[must_use]
+    #[inline]
     pub fn atomic_u32_at(&self, offset: usize) -> Option<&'static AtomicU32> {
         self.region.atomic_at(offset)
     }
 
     /// The atomic 64-bit word at byte `offset`, or `None` if it is misaligned or does not fit.
     #[must_use]
+    #[inline]
     pub fn atomic_u64_at(&self, offset: usize) -> Option<&'static AtomicU64> {
         self.region.atomic_at(offset)
     }

@@ -63,6 +63,7 @@ struct MappedSlots<'a> {
 }
 
 impl Slots for MappedSlots<'_> {
+    #[inline]
     fn slot(&self, index: usize) -> &SlotWords {
         sys::words_at::<SlotWords, _>(
             self.segment.mapping(),
@@ -117,12 +118,14 @@ fn register(end: &Arc<End>) {
 
 /// The words of the channel in `segment`, laid out as `layout`: computed at creation or
 /// checked against the header at open, so they are always in bounds and aligned.
+#[inline]
 fn words<'a>(segment: &'a Segment, layout: &Layout) -> &'a ChannelWords {
     sys::words_at::<ChannelWords, _>(segment.mapping(), layout.words)
         .unwrap_or_else(|| unreachable!("the layout of a mapped channel holds its words"))
 }
 
 /// The ends protocol of the channel in `segment`.
+#[inline]
 fn ends<'a>(segment: &'a Segment, layout: &Layout) -> EndsState<'a> {
     let entries =
         sys::words_slice_at::<AtomicU64, _>(segment.mapping(), layout.table, layout.table_entries)
@@ -308,6 +311,7 @@ impl End {
     }
 
     /// The queue's protocol.
+    #[inline]
     fn queue(&self) -> QueueState<'_, MappedSlots<'_>> {
         QueueState::attach(
             words(&self.segment, &self.layout),
@@ -321,16 +325,19 @@ impl End {
     }
 
     /// The ends' protocol.
+    #[inline]
     fn ends(&self) -> EndsState<'_> {
         ends(&self.segment, &self.layout)
     }
 
     /// The largest message.
+    #[inline]
     fn max_message(&self) -> usize {
         self.layout.element.size
     }
 
     /// Where the message bytes of slot `index` start.
+    #[inline]
     fn message_at(&self, index: usize) -> usize {
         self.layout.payload + index * self.stride + CHANNEL_SLOT_WORDS
     }
@@ -340,6 +347,7 @@ impl End {
     /// Every process the master forks gets a tag of its own (one atomic load, where the pid
     /// would be a system call), so a child forked by the master from the owner has another
     /// tag.
+    #[inline]
     fn check_process(&self) -> Result<()> {
         if netmcore_master::self_tag().is_ok_and(|tag| tag == self.tag) {
             Ok(())
