@@ -795,6 +795,12 @@ impl Channel {
         self.busy_poll = spin;
     }
 
+    /// The spin of the blocking receives (see [`set_busy_poll`](Channel::set_busy_poll)).
+    #[must_use]
+    pub fn busy_poll(&self) -> Duration {
+        self.busy_poll
+    }
+
     /// The socket; bytes and descriptors buffered in this end are dropped.
     pub fn into_fd(self) -> OwnedFd {
         self.fd
