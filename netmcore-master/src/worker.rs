@@ -180,8 +180,16 @@ mod tests {
             Request::ManageShm("/x".to_owned()),
         ];
         for request in &slow {
-            assert_eq!(spin_for(request, spin), spin * SLOW_SPIN_FACTOR, "{request:?}");
-            assert_eq!(spin_for(request, Duration::ZERO), Duration::ZERO, "never spin");
+            assert_eq!(
+                spin_for(request, spin),
+                spin * SLOW_SPIN_FACTOR,
+                "{request:?}"
+            );
+            assert_eq!(
+                spin_for(request, Duration::ZERO),
+                Duration::ZERO,
+                "never spin"
+            );
         }
         let prompt = [
             Request::SelfProcessId,
