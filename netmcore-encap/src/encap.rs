@@ -261,7 +261,11 @@ impl Encap {
             type_name: Cow::Owned(header.type_name.to_owned()),
             type_identity: header.type_identity,
             payload_start: header.payload_start,
-            bytes: Storage::Owned(bytes.to_vec()),
+            bytes: Storage::Owned({
+                let mut owned = crate::large::buffer(bytes.len());
+                owned.extend_from_slice(bytes);
+                owned
+            }),
         })
     }
 

@@ -46,7 +46,7 @@ pub(crate) struct Header<'a> {
 ///
 /// The caller has checked `type_name` against [`MAX_TYPE_NAME_LEN`].
 pub(crate) fn begin(type_name: &str, type_identity: u64, reserve: usize) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(FIXED_OVERHEAD + type_name.len() + reserve);
+    let mut buf = crate::large::buffer(FIXED_OVERHEAD + type_name.len() + reserve);
     buf.extend_from_slice(&MAGIC);
     buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     buf.extend_from_slice(&type_identity.to_le_bytes());

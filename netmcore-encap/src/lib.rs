@@ -92,6 +92,9 @@
 //!   is wrapped and unwrapped in one copy all the same (the same bytes as the serde path); a
 //!   `Vec<u8>` *inside* another type goes byte by byte unless it is a [`ByteBuf`] or marked
 //!   `#[serde(with = "netmcore_encap::bytes")]` (see the [`bytes`] module).
+//! - Buffers of [`LARGE_BUFFER`] bytes or more that the crate allocates (an envelope, a decoded
+//!   `Vec<u8>`) go through a hook that the program may set with [`set_large_buffer_hook`]
+//!   before they are filled; netmcore's master sets one that asks for huge pages.
 //! - Decoding a recursive type (a tree of `Box`es, say) recurses once per nesting level, so a
 //!   damaged payload with deep nesting can exhaust the stack. Payloads come from processes of
 //!   the same program, which is why there is no depth limit.
@@ -102,11 +105,13 @@ mod codec;
 mod encap;
 mod envelope;
 mod error;
+mod large;
 mod payload;
 
 pub use bytes::ByteBuf;
 pub use encap::{Encap, SharedBytes, with_shared_source};
 pub use error::EncapError;
+pub use large::{LARGE_BUFFER, set_large_buffer_hook};
 pub use payload::{decode_exact, encode_to_slice, encoded_len};
 
 /// The first four bytes of every envelope: `NMEC`.

@@ -79,6 +79,9 @@ fn run_master(
             return Err(Error::AlreadyStarted { call });
         }
     };
+    // Large arguments and results are allocated with huge pages here and in every worker
+    // forked from here (see `sys::advise_huge_pages`).
+    netmcore_encap::set_large_buffer_hook(crate::sys::advise_huge_pages);
     let mut master = Master::new(defs, &config);
     if let Err(e) = master.open(config.pidfile.as_deref()) {
         *guard = Phase::Idle(master.close());
