@@ -192,7 +192,7 @@ impl Memfd {
         Ok(seals.contains(rustix::fs::SealFlags::WRITE | rustix::fs::SealFlags::SHRINK))
     }
 
-    /// `mmap(PROT_READ, MAP_SHARED | MAP_POPULATE)` of the whole file, which must be sealed.
+    /// `mmap(PROT_READ, MAP_SHARED)` of the whole file, which must be sealed.
     ///
     /// # Errors
     ///
