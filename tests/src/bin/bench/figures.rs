@@ -593,6 +593,60 @@ const NQUEENS_SIZE: usize = 12;
 /// OCamlnet's sequential n = 12 on this machine kind.
 const NQUEENS_LARGE: usize = 14;
 
+/// One timing of the `nqueens` example at size `n`: its `sequential` mode, then its `shared`
+/// mode with `cores` searchers (`worker`), which must count the same; the count, and the
+/// speed-up and the two times in milliseconds.
+fn sequential_against_shared(
+    worker: &crate::parallel::SetWorker,
+    n: usize,
+    cores: usize,
+) -> anyhow::Result<(usize, [f64; 3])> {
+    let start = Instant::now();
+    let alone = black_box(crate::board::sequential(black_box(n)));
+    let sequential = millis_since(start);
+    let start = Instant::now();
+    let shared = crate::parallel::count_with_set(worker, n, cores)?;
+    let parallel = millis_since(start);
+    ensure!(
+        shared == alone,
+        "the shared set counted {shared} classes, one process {alone}"
+    );
+    Ok((alone, [sequential / parallel, sequential, parallel]))
+}
+
+/// Milliseconds since `start`.
+fn millis_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+/// `plan.warmup` calls of `once`, then the values of `plan.reps` more, one after the other.
+fn repeated<const N: usize>(
+    plan: &Plan,
+    mut once: impl FnMut() -> anyhow::Result<[f64; N]>,
+) -> anyhow::Result<Vec<f64>> {
+    for _ in 0..plan.warmup {
+        once()?;
+    }
+    let mut values = Vec::with_capacity(N * plan.reps);
+    for _ in 0..plan.reps {
+        values.extend(once()?);
+    }
+    Ok(values)
+}
+
+/// The values of repetitions of several figures, `names.len()` a repetition, as samples.
+fn columns(names: &[&'static str], values: &[f64]) -> Vec<Sample> {
+    values
+        .chunks_exact(names.len())
+        .flat_map(|rep| {
+            names
+                .iter()
+                .zip(rep)
+                .map(|(&name, &value)| Sample { name, value })
+        })
+        .collect()
+}
+
 /// `nqueens14_speedup`, for reading `nqueens12_speedup`: the same comparison at n = 14, where
 /// the search dominates the fixed costs of a parallel run (creating the counter and the set,
 /// starting and joining a worker, destroying both); beside it, `nqueens14_sequential_ms` and
@@ -601,31 +655,9 @@ pub fn nqueens14_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let worker = crate::parallel::def_set_worker()?;
     let measure = process::def_process(move |plan: Plan| {
-        let millis = |start: Instant| start.elapsed().as_secs_f64() * 1e3;
-        let once = || -> anyhow::Result<[f64; 3]> {
-            let start = Instant::now();
-            let alone = black_box(crate::board::sequential(black_box(NQUEENS_LARGE)));
-            let sequential = millis(start);
-            let start = Instant::now();
-            let shared = crate::parallel::count_with_set(&worker, NQUEENS_LARGE, cores)?;
-            let parallel = millis(start);
-            ensure!(
-                shared == alone,
-                "the shared set counted {shared} classes, one process {alone}"
-            );
-            Ok([sequential / parallel, sequential, parallel])
-        };
-        let run = || -> anyhow::Result<Vec<f64>> {
-            for _ in 0..plan.warmup {
-                once()?;
-            }
-            let mut values = Vec::with_capacity(3 * plan.reps);
-            for _ in 0..plan.reps {
-                values.extend(once()?);
-            }
-            Ok(values)
-        };
-        report(run())
+        report(repeated(&plan, || {
+            sequential_against_shared(&worker, NQUEENS_LARGE, cores).map(|(_, times)| times)
+        }))
     })?;
     let plan = Plan {
         reps: setting.reps,
@@ -633,20 +665,14 @@ pub fn nqueens14_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
         warmup: 1,
     };
     let values = under_master(&measure, &plan)?;
-    let names = [
-        "nqueens14_speedup",
-        "nqueens14_sequential_ms",
-        "nqueens14_shared_ms",
-    ];
-    Ok(values
-        .chunks_exact(names.len())
-        .flat_map(|rep| {
-            names
-                .iter()
-                .zip(rep)
-                .map(|(&name, &value)| Sample { name, value })
-        })
-        .collect())
+    Ok(columns(
+        &[
+            "nqueens14_speedup",
+            "nqueens14_sequential_ms",
+            "nqueens14_shared_ms",
+        ],
+        &values,
+    ))
 }
 
 /// `nqueens12_speedup`: the `nqueens` example's count of the solutions of n = 12 up to
@@ -665,41 +691,22 @@ pub fn nqueens12_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
     let worker = crate::parallel::def_set_worker()?;
     let sender = crate::parallel::def_send_worker()?;
     let measure = process::def_process(move |plan: Plan| {
-        let millis = |start: Instant| start.elapsed().as_secs_f64() * 1e3;
         let once = || -> anyhow::Result<[f64; 5]> {
-            let start = Instant::now();
-            let alone = black_box(crate::board::sequential(black_box(NQUEENS_SIZE)));
-            let sequential = millis(start);
-            let start = Instant::now();
-            let shared = crate::parallel::count_with_set(&worker, NQUEENS_SIZE, cores)?;
-            let parallel = millis(start);
-            ensure!(
-                shared == alone,
-                "the shared set counted {shared} classes, one process {alone}"
-            );
+            let (alone, [speedup, sequential, parallel]) =
+                sequential_against_shared(&worker, NQUEENS_SIZE, cores)?;
             let start = Instant::now();
             crate::parallel::count_with_set(&worker, 1, cores)?;
-            let fixed = millis(start);
+            let fixed = millis_since(start);
             let start = Instant::now();
             let sent = crate::parallel::count_with_channel(&sender, NQUEENS_SIZE, cores)?;
-            let channel = millis(start);
+            let channel = millis_since(start);
             ensure!(
                 sent == alone,
                 "the channel's collector counted {sent} classes, one process {alone}"
             );
-            Ok([sequential / parallel, sequential, parallel, fixed, channel])
+            Ok([speedup, sequential, parallel, fixed, channel])
         };
-        let run = || -> anyhow::Result<Vec<f64>> {
-            for _ in 0..plan.warmup {
-                once()?;
-            }
-            let mut values = Vec::with_capacity(5 * plan.reps);
-            for _ in 0..plan.reps {
-                values.extend(once()?);
-            }
-            Ok(values)
-        };
-        report(run())
+        report(repeated(&plan, once))
     })?;
     let plan = Plan {
         reps: setting.reps * setting.pick(Scale { quick: 4, full: 2 }),
@@ -707,22 +714,16 @@ pub fn nqueens12_speedup(setting: &Setting) -> anyhow::Result<Vec<Sample>> {
         warmup: 3,
     };
     let values = under_master(&measure, &plan)?;
-    let names = [
-        "nqueens12_speedup",
-        "nqueens12_sequential_ms",
-        "nqueens12_shared_ms",
-        "nqueens1_shared_ms",
-        "nqueens12_channel_ms",
-    ];
-    Ok(values
-        .chunks_exact(names.len())
-        .flat_map(|rep| {
-            names
-                .iter()
-                .zip(rep)
-                .map(|(&name, &value)| Sample { name, value })
-        })
-        .collect())
+    Ok(columns(
+        &[
+            "nqueens12_speedup",
+            "nqueens12_sequential_ms",
+            "nqueens12_shared_ms",
+            "nqueens1_shared_ms",
+            "nqueens12_channel_ms",
+        ],
+        &values,
+    ))
 }
 
 /// The messages of a channel figure: how one is made from its number, and checked.
