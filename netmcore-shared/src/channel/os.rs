@@ -370,6 +370,7 @@ impl End {
     /// Whether the other side (`role`) has gone for good: its flag, or, when the death board
     /// moved since the last look, a look at the table (and, if it shows no live end, the
     /// decision under the lock).
+    #[inline]
     fn gone(&self, role: Role, epoch: Option<u32>, watch: &Watch) -> bool {
         let ends = self.ends();
         if ends.is_gone(role) {
@@ -445,6 +446,7 @@ impl End {
     }
 
     /// Writes `value` (`len` bytes encoded) into the claimed slot of `spot` and publishes it.
+    #[inline]
     fn write<T: Serialize + 'static>(
         &self,
         queue: &QueueState<'_, MappedSlots<'_>>,
@@ -539,6 +541,7 @@ impl End {
 
     /// Decodes the message of `len` bytes in the taken slot of `spot`, and releases the slot:
     /// `None` for a slot its sender left empty.
+    #[inline]
     fn read<T: DeserializeOwned + 'static>(
         &self,
         queue: &QueueState<'_, MappedSlots<'_>>,
@@ -674,6 +677,7 @@ fn wake_ends(segment: &Segment, layout: &Layout, wake: Wake) {
 /// is read once every 32 turns, after a `sched_yield`: on a busy machine the other side may
 /// be waiting for this very CPU, and a spin that does not give it up only delays the message
 /// it waits for (measured: about three times the messages per second between two processes).
+#[inline]
 fn spun(until: &mut Option<Instant>, spins: &mut u32) -> bool {
     *spins = spins.wrapping_add(1);
     if *spins < 64 || !spins.is_multiple_of(32) {

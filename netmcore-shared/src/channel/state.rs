@@ -323,6 +323,7 @@ impl<'a, S: Slots> QueueState<'a, S> {
     /// # Errors
     ///
     /// [`BadState`] for a stamp out of step with the tail.
+    #[inline]
     pub(crate) fn claim(
         &self,
         me: u32,
@@ -392,6 +393,7 @@ impl<'a, S: Slots> QueueState<'a, S> {
     ///
     /// [`BadState`] when the slot is no longer the caller's (its stamp was changed by another
     /// process, which took the caller for dead: a corrupt tag).
+    #[inline]
     pub(crate) fn publish(
         &self,
         spot: Spot,
@@ -429,6 +431,7 @@ impl<'a, S: Slots> QueueState<'a, S> {
     /// # Errors
     ///
     /// [`BadState`] for a stamp out of step with the head.
+    #[inline]
     pub(crate) fn take(
         &self,
         me: u32,
@@ -512,6 +515,7 @@ impl<'a, S: Slots> QueueState<'a, S> {
     /// # Errors
     ///
     /// [`BadState`] when the slot is no longer the caller's.
+    #[inline]
     pub(crate) fn release(&self, spot: Spot, me: u32, waker: &impl Waker) -> Result<(), BadState> {
         let (slot, lap) = (self.slots.slot(spot.index), spot.lap);
         let mine = stamp(lap, READING, me);
@@ -670,6 +674,7 @@ impl<'a> EndsState<'a> {
     }
 
     /// The word bumped when a flag is set.
+    #[inline]
     pub(crate) fn seq_word(&self) -> &'a AtomicU32 {
         &self.words.ends_seq
     }
@@ -682,6 +687,7 @@ impl<'a> EndsState<'a> {
     }
 
     /// Whether no end of `role` is live any more (the flag, read without the lock).
+    #[inline]
     pub(crate) fn is_gone(&self, role: Role) -> bool {
         self.words.flags.load(Ordering::SeqCst) & role.gone_flag() != 0
     }
