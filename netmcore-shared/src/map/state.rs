@@ -30,7 +30,11 @@
 //! chains), a replace (value words rewritten in place) — is a *change*, bracketed by the
 //! `version` word: made odd before (then a `Release` fence), even again after (`Release`).
 //! An insert of a new key is not a change: it only turns a free slot `FULL` after its words,
-//! so a reader that loads the state with `Acquire` and sees `FULL` sees the words. A reader
+//! so a reader that loads the state with `Acquire` and sees `FULL` sees the words. It writes
+//! the words after a `Release` fence, though: the slot may have been freed by a remove of
+//! another process, and a reader that read the old `FULL` and then one of the new words must
+//! see that remove's odd `version` on its second load (the fence orders the remove, which the
+//! lock put before this insert, before the words the reader saw). A reader
 //! loads `version` (`Acquire`), probes, fences (`Acquire`) and loads `version` again; its
 //! answer stands only if both loads saw the same even value, and otherwise it takes the lock
 //! and asks again. A holder that dies in the middle of a change leaves `version` odd, so
@@ -350,6 +354,9 @@ impl<'a> Table<'a> {
                     return Err(Full);
                 };
                 let slot = self.slot(i);
+                // A reader that sees one of these words must also see the change that freed
+                // the slot, if another locker made it (see the module docs).
+                fence(Ordering::Release);
                 for (w, k) in slot[1..].iter().zip(key.iter().chain(value)) {
                     w.store(*k, Ordering::Relaxed);
                 }
@@ -663,6 +670,37 @@ pub(crate) mod scenarios {
         assert_eq!(read(&s, 4, 4).0, Read::Absent);
     }
 
+    /// A reader without the lock looks key 8 up while one locker removes key 4 and another
+    /// then inserts key 8 into the slot it freed (both homed on slot 0): as above, the reader
+    /// never finds key 8 with key 4's value, although the remove's bracket was made by
+    /// another thread than the insert's words.
+    pub(crate) fn a_reader_never_mixes_a_key_removed_by_one_locker_with_another_lockers_key() {
+        let s = shared();
+        assert_eq!(insert(&s, 1, 4, 40), Ok(None));
+        let s2 = Arc::clone(&s);
+        let reader = thread::spawn(move || read(&s2, 8, 4));
+        let s3 = Arc::clone(&s);
+        let remover = thread::spawn(move || {
+            let (locked, _) = lock(&s3, 3);
+            assert!(table(&s3).remove(&[4], 4, &mut [0], &locked));
+            unlock(&s3, locked);
+        });
+        let (locked, _) = lock(&s, 2);
+        // The insert goes into slot 0 only if the remove came first; otherwise nothing to see.
+        if s.slots[0].load(Ordering::Relaxed) != FULL {
+            assert_eq!(
+                table(&s).insert(&[8], 4, &[80], &mut [0], &locked),
+                Ok(false)
+            );
+        }
+        unlock(&s, locked);
+        remover.join().expect("remover");
+        match reader.join().expect("reader") {
+            (Read::Found, 80) | (Read::Absent | Read::Retry, _) => {}
+            other => panic!("key 8 read as {other:?}"),
+        }
+    }
+
     /// A reader without the lock looks a key up while a locker inserts it: it finds it with
     /// its value or not at all, and is never told to retry (an insert is not a change).
     pub(crate) fn a_reader_sees_a_new_key_whole_or_not_at_all() {
@@ -780,6 +818,13 @@ mod loom_map {
     }
 
     #[test]
+    fn loom_a_reader_never_mixes_a_key_removed_by_one_locker_with_another_lockers_key() {
+        loom::model(
+            scenarios::a_reader_never_mixes_a_key_removed_by_one_locker_with_another_lockers_key,
+        );
+    }
+
+    #[test]
     fn loom_a_reader_sees_a_new_key_whole_or_not_at_all() {
         loom::model(scenarios::a_reader_sees_a_new_key_whole_or_not_at_all);
     }
@@ -808,6 +853,7 @@ mod tests {
             scenarios::a_dead_inserter_is_taken_over();
             scenarios::a_waiter_recovers_from_an_inserter_dead_before_its_commit();
             scenarios::a_reader_never_mixes_a_removed_key_with_its_successor();
+            scenarios::a_reader_never_mixes_a_key_removed_by_one_locker_with_another_lockers_key();
             scenarios::a_reader_sees_a_new_key_whole_or_not_at_all();
             scenarios::a_reader_never_sees_a_torn_replace();
             scenarios::a_change_left_by_a_dead_holder_is_ended_by_the_takeover();
