@@ -118,7 +118,8 @@ pub(crate) enum Read {
     Found,
     /// The key is not there.
     Absent,
-    /// A change ran meanwhile (or the table is corrupt): ask again under the lock.
+    /// A change ran meanwhile (or one was left under way by a dead holder): ask again under
+    /// the lock.
     Retry,
 }
 
@@ -290,8 +291,15 @@ impl<'a> Table<'a> {
             .all(|(w, k)| w.load(Ordering::Relaxed) == *k)
     }
 
-    /// Probes for `key` (of hash `hash`) from its home slot.
+    /// Probes for `key` (of hash `hash`) from its home slot, with the lock held.
     fn probe(&self, key: &[u64], hash: u64, _: &Locked) -> Probe {
+        self.find(key, hash)
+    }
+
+    /// Probes for `key` (of hash `hash`) from its home slot, with or without the lock. Each
+    /// state is loaded with `Acquire`, so that a reader without the lock that sees `FULL` sees
+    /// the words written before it (see the module docs); under the lock it costs nothing more.
+    fn find(&self, key: &[u64], hash: u64) -> Probe {
         let n = self.slot_count();
         if n == 0 || key.len() != self.key_words {
             return Probe::Absent(None);
@@ -301,7 +309,7 @@ impl<'a> Table<'a> {
         let mut free = None;
         for step in 0..n {
             let i = (home + step) % n;
-            match self.slot(i)[0].load(Ordering::Relaxed) {
+            match self.slot(i)[0].load(Ordering::Acquire) {
                 EMPTY => return Probe::Absent(free.or(Some(i))),
                 FULL if self.holds(i, key) => return Probe::Found(i),
                 FULL => {}
@@ -377,24 +385,13 @@ impl<'a> Table<'a> {
         if before % 2 == 1 {
             return Read::Retry;
         }
-        let n = self.slot_count();
-        if n == 0 || key.len() != self.key_words {
-            return Read::Retry;
-        }
-        let home = usize::try_from(hash % n as u64).unwrap_or(0);
-        let mut found = Read::Absent;
-        for step in 0..n {
-            let i = (home + step) % n;
-            match self.slot(i)[0].load(Ordering::Acquire) {
-                EMPTY => break,
-                FULL if self.holds(i, key) => {
-                    self.read_value(i, out);
-                    found = Read::Found;
-                    break;
-                }
-                _ => {}
+        let found = match self.find(key, hash) {
+            Probe::Found(i) => {
+                self.read_value(i, out);
+                Read::Found
             }
-        }
+            Probe::Absent(_) => Read::Absent,
+        };
         fence(Ordering::Acquire);
         if self.words.version.load(Ordering::Relaxed) == before {
             found
