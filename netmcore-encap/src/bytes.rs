@@ -141,9 +141,7 @@ impl<'de> Visitor<'de> for BytesVisitor {
     }
 
     fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
-        let mut out = crate::large::buffer(bytes.len());
-        out.extend_from_slice(bytes);
-        Ok(out)
+        Ok(crate::large::copy_of(bytes))
     }
 
     fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {

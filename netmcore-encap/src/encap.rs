@@ -261,11 +261,7 @@ impl Encap {
             type_name: Cow::Owned(header.type_name.to_owned()),
             type_identity: header.type_identity,
             payload_start: header.payload_start,
-            bytes: Storage::Owned({
-                let mut owned = crate::large::buffer(bytes.len());
-                owned.extend_from_slice(bytes);
-                owned
-            }),
+            bytes: Storage::Owned(crate::large::copy_of(bytes)),
         })
     }
 

@@ -32,6 +32,13 @@ pub fn set_large_buffer_hook(hook: fn(&mut Vec<u8>)) -> bool {
     HOOK.set(hook).is_ok()
 }
 
+/// A copy of `bytes` in a vector of their length, through the hook if it is large.
+pub(crate) fn copy_of(bytes: &[u8]) -> Vec<u8> {
+    let mut copy = buffer(bytes.len());
+    copy.extend_from_slice(bytes);
+    copy
+}
+
 /// An empty vector of at least `capacity` bytes, through the hook if it is large.
 pub(crate) fn buffer(capacity: usize) -> Vec<u8> {
     let mut buffer = Vec::with_capacity(capacity);

@@ -101,8 +101,9 @@ impl Config {
     /// How long the master keeps polling its channels without sleeping after it served
     /// something; a worker waiting for a response polls for a third of that before it
     /// sleeps (ten times that for a request the master answers after work on the file
-    /// system: creating, registering or releasing an object). Waking a sleeping process on another core costs tens of microseconds, more
-    /// than a request; the spin saves that in a conversation, at the price of CPU time.
+    /// system: creating, registering or releasing an object). Waking a sleeping process on
+    /// another core costs tens of microseconds, more than a request; the spin saves that in a
+    /// conversation, at the price of CPU time.
     /// Default: 30 µs when this process may run on more than one CPU, otherwise zero (never
     /// spin).
     pub fn busy_poll(mut self, spin: Duration) -> Config {

@@ -150,8 +150,9 @@ pub(crate) enum MapError {
     TooShort { len: u64, want: u64 },
 }
 
-/// `fcntl(F_GET_SEALS)`, `fstat`, then `mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0)`: maps the first `len` bytes of a memfd read-only, after checking that it is sealed
-/// against writing and shrinking and at least `len` bytes long.
+/// `fcntl(F_GET_SEALS)`, `fstat`, then `mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0)`: maps
+/// the first `len` bytes of a memfd read-only, after checking that it is sealed against writing
+/// and shrinking and at least `len` bytes long.
 ///
 /// # Errors
 ///
