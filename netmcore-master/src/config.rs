@@ -93,6 +93,12 @@ impl Config {
     /// time of `start` would be: the master forks it again when a process type is defined or
     /// a preallocated shm is created, and it keeps only the preallocated shm the new process
     /// inherits.
+    ///
+    /// The master does not fork them itself: per generation of its definitions it forks one
+    /// idle copy of itself, the zygote (named `netmcore-zygote` in `ps`), which makes them with
+    /// `clone3(CLONE_PARENT)`, so that they are the master's children all the same and the
+    /// master's core is free while they are made. Where that system call is refused, the
+    /// master forks them itself.
     pub fn warm_workers(mut self, count: usize) -> Config {
         self.warm_workers = Some(count);
         self

@@ -67,6 +67,7 @@ mod state;
 mod sys;
 mod warm;
 mod worker;
+mod zygote;
 
 pub use admin::{
     ADMIN_MAX_CLIENTS, ADMIN_PROTOCOL_VERSION, ADMIN_REQUEST_DEADLINE, ADMIN_REQUEST_LIMIT,

@@ -52,7 +52,8 @@ use crate::guardian::Guardian;
 use crate::signals::{self, Signals};
 use crate::state::{self, Body, Definitions, Mapped, Role};
 use crate::sys::{self, Forked};
-use crate::warm::{Warm, WarmPool};
+use crate::warm::{Plan, Warm, WarmPool};
+use crate::zygote::{self, Zygote};
 use crate::{Error, Result, worker};
 
 /// The largest argument handed to a warm worker. A larger one (it came in a memfd) would be
@@ -63,8 +64,9 @@ const WARM_ARG_LIMIT: usize = netmcore_ipc::channel::DEFAULT_MEMFD_THRESHOLD;
 /// master answers within microseconds when it is awake.
 const WORKER_SPIN_DIVISOR: u32 = 3;
 
-/// The exit code of a child that finds its master gone right after the fork.
-const EXIT_ORPHAN: i32 = 70;
+/// The exit code of a child that finds its master gone right after the fork (or a warm
+/// worker right after the zygote's clone).
+pub(crate) const EXIT_ORPHAN: i32 = 70;
 
 /// A running worker, as the master sees it.
 #[derive(Debug)]
@@ -329,8 +331,8 @@ impl Master {
         let mut ready: Vec<(ProcessId, PollFlags, PollFlags)> = Vec::new();
         // Admin socket: the events of its descriptors, in `AdminServer::push_poll_fds` order.
         let mut admin_ready: Vec<PollFlags> = Vec::new();
-        // Warm workers that exited.
-        let mut warm_ready: Vec<Pid> = Vec::new();
+        // Warm pool: the events of its descriptors, in `WarmPool::push_poll_fds` order.
+        let mut warm_ready: Vec<PollFlags> = Vec::new();
         let mut last_event = Instant::now();
         while !self.done() {
             let due = self.deadlines(Instant::now());
@@ -359,7 +361,6 @@ impl Master {
                 });
             }
             ready.clear();
-            warm_ready.clear();
             let signal_ready = match self.poll_once(
                 timeout.as_ref(),
                 &mut ready,
@@ -374,7 +375,7 @@ impl Master {
             };
             let idle = !signal_ready
                 && ready.is_empty()
-                && warm_ready.is_empty()
+                && warm_ready.iter().all(PollFlags::is_empty)
                 && admin_ready.iter().all(PollFlags::is_empty);
             if !idle {
                 last_event = Instant::now();
@@ -383,9 +384,7 @@ impl Master {
                 self.prefork();
                 continue;
             }
-            for &unix in &warm_ready {
-                self.warm.reap(unix);
-            }
+            self.warm.serve(&warm_ready);
             if signal_ready && let Some(signal) = self.signals.as_ref().and_then(Signals::take) {
                 self.stop_by_signal(signal);
             }
@@ -434,7 +433,7 @@ impl Master {
         timeout: Option<&Timespec>,
         ready: &mut Vec<(ProcessId, PollFlags, PollFlags)>,
         admin_ready: &mut Vec<PollFlags>,
-        warm_ready: &mut Vec<Pid>,
+        warm_ready: &mut Vec<PollFlags>,
     ) -> std::io::Result<bool> {
         let mut fds = Vec::with_capacity(1 + 2 * self.workers.len() + self.warm.len());
         if let Some(signals) = &self.signals {
@@ -450,9 +449,9 @@ impl Master {
                 fds.push(PollFd::new(channel, events));
             }
         }
-        for (_, pidfd) in self.warm.pidfds() {
-            fds.push(PollFd::new(pidfd, PollFlags::IN));
-        }
+        let warm_at = fds.len();
+        self.warm.push_poll_fds(&mut fds);
+        let warm_fds = fds.len() - warm_at;
         // Admin socket: its descriptors go last, and their events are the last ones.
         let admin_fds = self.admin.as_ref().map_or(0, AdminServer::poll_fd_count);
         if let Some(admin) = &self.admin {
@@ -467,6 +466,8 @@ impl Master {
         }
         admin_ready.clear();
         admin_ready.extend(fds[fds.len() - admin_fds..].iter().map(PollFd::revents));
+        warm_ready.clear();
+        warm_ready.extend(fds[warm_at..warm_at + warm_fds].iter().map(PollFd::revents));
         let mut events = fds.iter().map(PollFd::revents);
         let signal_ready = self.signals.is_some() && events.next().is_some_and(|e| !e.is_empty());
         for (pid, slot) in &self.workers {
@@ -478,11 +479,6 @@ impl Master {
             };
             if !exit.is_empty() || !channel.is_empty() {
                 ready.push((*pid, exit, channel));
-            }
-        }
-        for (unix, _) in self.warm.pidfds() {
-            if events.next().is_some_and(|e| !e.is_empty()) {
-                warm_ready.push(unix);
             }
         }
         Ok(signal_ready)
@@ -984,10 +980,42 @@ impl Master {
             && self.warm.wanted(self.defs.generation, Instant::now())
     }
 
-    /// Forks a warm worker of the current generation (retiring the stale ones).
+    /// Gets a warm worker of the current generation (retiring the stale ones): asks the
+    /// zygote, forks one, or forks the warm worker itself (see [`Plan`]).
     fn prefork(&mut self) {
         let generation = self.defs.generation;
         self.warm.retire_stale(generation);
+        match self.warm.plan(generation) {
+            Plan::Ask => {
+                if let Err(e) = self.warm.ask(generation) {
+                    tracing::warn!(error = %e, "cannot ask a zygote for a warm worker: forking on demand for a while");
+                    self.warm.pause(Instant::now());
+                }
+                return;
+            }
+            Plan::ForkZygote => {
+                match self.fork_worker("a zygote") {
+                    Ok(Fork::Child(control)) => {
+                        let channel = zygote::serve_requests(control, self.unix_pid);
+                        self.wait_for_process(channel)
+                    }
+                    Ok(Fork::Parent {
+                        unix,
+                        pidfd,
+                        channel,
+                    }) => {
+                        self.warm
+                            .push_zygote(Zygote::new(unix, pidfd, channel, generation));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot fork a zygote: forking on demand for a while");
+                        self.warm.pause(Instant::now());
+                    }
+                }
+                return;
+            }
+            Plan::Fork => {}
+        }
         match self.fork_worker("a warm worker") {
             Ok(Fork::Child(channel)) => self.wait_for_process(channel),
             Ok(Fork::Parent {

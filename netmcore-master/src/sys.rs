@@ -7,7 +7,8 @@
 //! inherits their locks in whatever state they were, and may only call async-signal-safe
 //! functions until it execs. netmcore forks only in the master, which is single-threaded by
 //! design (DESIGN §2: it never starts a thread, and `startup` warns when the program already
-//! has other threads). The child never returns into the caller's frames in a way that could
+//! has other threads), and clones (`clone3` without `CLONE_VM`: a fork) only in the zygote, a
+//! fork of the master that never starts a thread either. The child never returns into the caller's frames in a way that could
 //! observe a half-updated state: [`fork`] is called between complete updates of the master's
 //! state, and the child leaves through `std::process::exit`.
 //!
@@ -20,6 +21,9 @@
 //! only in the guardian child, which never returns into the frames holding those values and
 //! never drops them (it exits). [`revoke_in_worker`] replaces a shared mapping by an
 //! inaccessible reservation in a worker child before its body runs, when no view of it exists.
+//!
+//! [`clone_sibling`] is the zygote's fork of a warm worker (`clone3(CLONE_PARENT)`), with
+//! [`thread_words`], what it restores in the child of the C library's view of the thread.
 //!
 //! [`advise_huge_pages`] asks for transparent huge pages for the spare capacity of a vector
 //! that this process owns and nothing reads yet (the hook of `netmcore_encap`'s large buffers).
@@ -88,6 +92,149 @@ pub(crate) fn fork() -> Result<Forked, Errno> {
         Ok(nix::unistd::ForkResult::Child) => Ok(Forked::Child),
         Err(e) => Err(Errno::from_raw_os_error(e as i32)),
     }
+}
+
+/// What [`clone_sibling`] restores in its child of the calling thread's C library state,
+/// read once, in the zygote, before its first clone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ThreadWords {
+    /// The address of the C library's copy of the thread id (`pthread`'s `tid` field):
+    /// what `set_tid_address` was given when the thread started.
+    tid_address: u64,
+    /// The thread's robust-futex list head and its length, as registered with the kernel.
+    robust_head: usize,
+    robust_len: usize,
+}
+
+/// Reads the calling thread's [`ThreadWords`]: `prctl(PR_GET_TID_ADDRESS)` and
+/// `get_robust_list`.
+///
+/// # Errors
+///
+/// The `errno` of either call: `EINVAL` from a kernel built without
+/// `CONFIG_CHECKPOINT_RESTORE` (no `PR_GET_TID_ADDRESS`), `ENOSYS` under a filter that
+/// forbids them. Without them a clone's child would keep its parent's thread id in the C
+/// library, so the caller then forks the usual way.
+pub(crate) fn thread_words() -> Result<ThreadWords, Errno> {
+    let mut tid_address: *mut libc::c_int = std::ptr::null_mut();
+    // SAFETY: `PR_GET_TID_ADDRESS` writes one pointer to the address passed, which is that of
+    // a live local of that type.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_GET_TID_ADDRESS,
+            &raw mut tid_address,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if rc != 0 {
+        return Err(last_errno());
+    }
+    if tid_address.is_null() {
+        return Err(Errno::INVAL);
+    }
+    let mut robust_head: *mut libc::c_void = std::ptr::null_mut();
+    let mut robust_len: libc::size_t = 0;
+    // SAFETY: `get_robust_list(0, …)` reads the calling thread's registration and writes one
+    // pointer and one `size_t` to the two addresses passed, those of live locals of these
+    // types.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            0 as libc::c_int,
+            &raw mut robust_head,
+            &raw mut robust_len,
+        )
+    };
+    if rc != 0 {
+        return Err(last_errno());
+    }
+    Ok(ThreadWords {
+        tid_address: tid_address as u64,
+        robust_head: robust_head as usize,
+        robust_len,
+    })
+}
+
+/// `clone3(CLONE_PARENT)`: a copy of the calling process, like [`fork`], whose parent is the
+/// caller's parent (the master, when the zygote calls it), so that the master supervises
+/// it as its own child: pidfd, `waitid`, `PR_SET_PDEATHSIG`.
+///
+/// The child gets what the C library's `fork` gives its child of the thread's state: the
+/// kernel writes the child's thread id into the library's copy (`CLONE_CHILD_SETTID`, at the
+/// address in `words`) and clears it at exit (`CLONE_CHILD_CLEARTID`), and the child
+/// registers the (copied, empty) robust-futex list again, which a new process starts
+/// without. `atfork` handlers do not run.
+///
+/// The caller must be the zygote (see the module's safety contract for [`fork`]): a
+/// single-threaded process between complete updates of its state, whose `words` were read in
+/// this thread, holding no robust lock.
+///
+/// # Errors
+///
+/// The `errno` of `clone3`: `ENOSYS` on kernels before 5.3 or under filters that forbid it,
+/// `EAGAIN` when the process limit is reached, `ENOMEM`.
+pub(crate) fn clone_sibling(words: &ThreadWords) -> Result<Forked, Errno> {
+    let flags = libc::CLONE_PARENT | libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID;
+    let mut args = libc::clone_args {
+        flags: u64::try_from(flags).map_err(|_| Errno::INVAL)?,
+        pidfd: 0,
+        child_tid: words.tid_address,
+        parent_tid: 0,
+        // With CLONE_PARENT the child's exit signal is the caller's; clone3 wants 0 here.
+        exit_signal: 0,
+        // No stack: the child runs on its copy of the caller's, like a fork's child.
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: 0,
+    };
+    // SAFETY: a `clone3` without `CLONE_VM`, `CLONE_THREAD` or a new stack is a fork: the
+    // child gets its own copy of the address space and returns here on its copy of this
+    // stack. The caller is single-threaded (the function's contract), so no lock of another
+    // thread is copied held. `args` is a live, initialized `clone_args` of the size passed;
+    // `child_tid` is the C library's thread-id word of this thread (read by `thread_words`),
+    // valid in the child's copy too.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw mut args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    match rc {
+        -1 => Err(last_errno()),
+        0 => {
+            // SAFETY: registers the robust-list head the C library keeps for this thread, at
+            // the same address in this copy, which the kernel dropped for the new process; the
+            // list is empty (the caller held no robust lock). On failure only a robust
+            // pthread mutex held at this process's death would not be marked; netmcore's
+            // own locks do not use them.
+            let _ = unsafe {
+                libc::syscall(
+                    libc::SYS_set_robust_list,
+                    words.robust_head,
+                    words.robust_len,
+                )
+            };
+            Ok(Forked::Child)
+        }
+        child => Ok(Forked::Parent(
+            i32::try_from(child)
+                .ok()
+                .filter(|&raw| raw > 0)
+                .and_then(Pid::from_raw)
+                .ok_or(Errno::SRCH)?,
+        )),
+    }
+}
+
+/// The calling thread's `errno`, after a libc call that failed.
+fn last_errno() -> Errno {
+    Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
 }
 
 /// Closes every descriptor of this process except those in `keep`: those listed in

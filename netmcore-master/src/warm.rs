@@ -12,13 +12,22 @@
 //!
 //! Retiring a warm worker closes the master's end of its channel: the worker reads the end
 //! of the stream and exits. Its pidfd stays polled until it is reaped.
+//!
+//! The warm workers of a generation are forked by its zygote (see `zygote.rs`), an idle fork
+//! of the master that clones them as children of the master, so that the master's core does
+//! not pay for the fork. Where the zygote cannot clone (`clone3` refused, or
+//! `PR_GET_TID_ADDRESS` missing), or zygotes keep dying, the master forks its warm workers
+//! itself.
 
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use netmcore_ipc::channel::Channel;
+use rustix::event::PollFlags;
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, pidfd_send_signal};
+
+use crate::zygote::{self, Zygote};
 
 /// The most warm workers the default keeps.
 const DEFAULT_MAX: usize = 8;
@@ -30,6 +39,10 @@ const UNUSED_DEATHS_LIMIT: u32 = 8;
 /// How long the pool forks nothing after a fork (or its socketpair or pidfd) failed: the
 /// process or descriptor limit may be reached for a moment.
 const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// After this many zygotes in a row were lost (died, or broke the protocol) before one of
+/// their warm workers was born, the master forks its warm workers itself.
+const ZYGOTE_LOSSES_LIMIT: u32 = 3;
 
 /// A warm worker, as the master sees it.
 #[derive(Debug)]
@@ -52,6 +65,23 @@ pub(crate) struct WarmPool {
     unused_deaths: u32,
     /// No forking before then, after a failure.
     paused_until: Option<Instant>,
+    /// The zygotes: at most one current, and retired ones until they are reaped.
+    zygotes: Vec<Zygote>,
+    /// Whether warm workers are forked by a zygote (otherwise by the master).
+    by_zygote: bool,
+    /// Zygotes lost since a warm worker was last born of one.
+    zygote_losses: u32,
+}
+
+/// How the master gets its next warm worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// It forks it itself.
+    Fork,
+    /// It forks a zygote for the current generation first.
+    ForkZygote,
+    /// It asks the current zygote.
+    Ask,
 }
 
 impl WarmPool {
@@ -66,6 +96,47 @@ impl WarmPool {
             members: Vec::new(),
             unused_deaths: 0,
             paused_until: None,
+            zygotes: Vec::new(),
+            by_zygote: true,
+            zygote_losses: 0,
+        }
+    }
+
+    /// Forks warm workers in the master from now on, never through a zygote.
+    pub(crate) fn without_zygote(&mut self) {
+        if self.by_zygote {
+            self.by_zygote = false;
+            for zygote in &mut self.zygotes {
+                zygote.retire();
+            }
+        }
+    }
+
+    /// How to get the next warm worker at `generation` (when [`wanted`](WarmPool::wanted)).
+    pub(crate) fn plan(&self, generation: u64) -> Plan {
+        if !self.by_zygote {
+            Plan::Fork
+        } else if self.zygotes.iter().any(|z| z.can_ask(generation)) {
+            Plan::Ask
+        } else {
+            Plan::ForkZygote
+        }
+    }
+
+    /// Adds the zygote the master just forked.
+    pub(crate) fn push_zygote(&mut self, zygote: Zygote) {
+        self.zygotes.push(zygote);
+    }
+
+    /// Asks the current zygote of `generation` for a warm worker.
+    ///
+    /// # Errors
+    ///
+    /// No current zygote, or `socketpair` or the send failed.
+    pub(crate) fn ask(&mut self, generation: u64) -> Result<(), netmcore_ipc::Error> {
+        match self.zygotes.iter_mut().find(|z| z.can_ask(generation)) {
+            Some(zygote) => zygote.ask(),
+            None => Err(netmcore_ipc::Error::Closed),
         }
     }
 
@@ -81,8 +152,14 @@ impl WarmPool {
 
     /// Whether, at `now`, fewer than the target are ready at `generation` and forking is not
     /// paused.
+    /// While a zygote works on a request, nothing more is wanted: its report wakes the loop.
     pub(crate) fn wanted(&self, generation: u64, now: Instant) -> bool {
-        self.paused_until.is_none_or(|until| now >= until) && self.ready(generation) < self.target
+        self.paused_until.is_none_or(|until| now >= until)
+            && self.ready(generation) < self.target
+            && !self
+                .zygotes
+                .iter()
+                .any(|z| z.is_current(generation) && z.asking())
     }
 
     fn ready(&self, generation: u64) -> usize {
@@ -110,6 +187,11 @@ impl WarmPool {
 
     /// Retires the warm workers forked at another generation than `generation`.
     pub(crate) fn retire_stale(&mut self, generation: u64) {
+        for zygote in &mut self.zygotes {
+            if zygote.generation != generation {
+                zygote.retire();
+            }
+        }
         for warm in &mut self.members {
             if warm.generation != generation && warm.channel.take().is_some() {
                 tracing::trace!(
@@ -122,6 +204,9 @@ impl WarmPool {
 
     /// Retires every warm worker.
     pub(crate) fn retire_all(&mut self) {
+        for zygote in &mut self.zygotes {
+            zygote.retire();
+        }
         for warm in &mut self.members {
             warm.channel = None;
         }
@@ -135,17 +220,103 @@ impl WarmPool {
         self.members.push(warm);
     }
 
-    /// The pidfds to poll, with the Unix pid of each.
-    pub(crate) fn pidfds(&self) -> impl Iterator<Item = (Pid, &OwnedFd)> {
-        self.members.iter().map(|w| (w.unix, &w.pidfd))
+    /// The descriptors to poll: every warm worker's pidfd, then each zygote's.
+    pub(crate) fn push_poll_fds<'a>(&'a self, fds: &mut Vec<rustix::event::PollFd<'a>>) {
+        for warm in &self.members {
+            fds.push(rustix::event::PollFd::new(&warm.pidfd, PollFlags::IN));
+        }
+        for zygote in &self.zygotes {
+            zygote.push_poll_fds(fds);
+        }
     }
 
+    /// Serves the events `revents` of the descriptors of
+    /// [`push_poll_fds`](WarmPool::push_poll_fds), in that order: reaps warm workers that
+    /// exited, takes the zygotes' reports, reaps zygotes.
+    pub(crate) fn serve(&mut self, revents: &[PollFlags]) {
+        let (members, mut rest) = revents.split_at(self.members.len().min(revents.len()));
+        let exited: Vec<Pid> = self
+            .members
+            .iter()
+            .zip(members)
+            .filter(|(_, e)| !e.is_empty())
+            .map(|(w, _)| w.unix)
+            .collect();
+        let mut events = Vec::new();
+        for zygote in &mut self.zygotes {
+            let (mine, after) = rest.split_at(zygote.poll_fd_count().min(rest.len()));
+            rest = after;
+            if mine.iter().any(|e| !e.is_empty()) {
+                zygote.serve(mine, &mut events);
+            }
+        }
+        self.zygotes.retain(|z| !z.gone());
+        for unix in exited {
+            self.reap(unix);
+        }
+        for event in events {
+            self.on_event(event);
+        }
+    }
+
+    /// Acts on what a zygote's events told.
+    fn on_event(&mut self, event: zygote::Event) {
+        match event {
+            zygote::Event::Warm {
+                unix,
+                pidfd,
+                channel,
+                generation,
+            } => {
+                self.zygote_losses = 0;
+                self.members.push(Warm {
+                    unix,
+                    pidfd,
+                    channel: Some(*channel),
+                    generation,
+                });
+            }
+            zygote::Event::Orphan { unix, pidfd } => self.members.push(Warm {
+                unix,
+                pidfd,
+                channel: None,
+                generation: 0,
+            }),
+            zygote::Event::Failed(errno) => {
+                if matches!(
+                    errno,
+                    Errno::NOSYS | Errno::PERM | Errno::INVAL | Errno::ACCESS
+                ) {
+                    tracing::warn!(
+                        error = %errno,
+                        "a zygote cannot clone warm workers: the master forks them itself"
+                    );
+                    self.without_zygote();
+                } else {
+                    tracing::warn!(error = %errno, "a zygote could not clone a warm worker: forking on demand for a while");
+                    self.pause(Instant::now());
+                }
+            }
+            zygote::Event::Lost => {
+                self.zygote_losses += 1;
+                tracing::warn!("a zygote died before it was retired");
+                if self.zygote_losses >= ZYGOTE_LOSSES_LIMIT && self.by_zygote {
+                    tracing::warn!(
+                        "{ZYGOTE_LOSSES_LIMIT} zygotes in a row were lost: the master forks warm workers itself"
+                    );
+                    self.without_zygote();
+                }
+            }
+        }
+    }
+
+    /// How many descriptors the pool holds, about (for a capacity).
     pub(crate) fn len(&self) -> usize {
-        self.members.len()
+        self.members.len() + 2 * self.zygotes.len()
     }
 
     /// Reaps the warm worker `unix` if it exited.
-    pub(crate) fn reap(&mut self, unix: Pid) {
+    fn reap(&mut self, unix: Pid) {
         let Some(at) = self.members.iter().position(|w| w.unix == unix) else {
             return;
         };
@@ -179,6 +350,13 @@ impl WarmPool {
 
     /// Retires and kills every warm worker and waits for each (the end of the master).
     pub(crate) fn shut_down(&mut self) {
+        let mut events = Vec::new();
+        for zygote in self.zygotes.drain(..) {
+            zygote.shut_down(&mut events);
+        }
+        for event in events {
+            self.on_event(event);
+        }
         for warm in self.members.drain(..) {
             drop(warm.channel);
             let _ = pidfd_send_signal(&warm.pidfd, Signal::KILL);
@@ -199,12 +377,16 @@ impl WarmPool {
                 channel.raw_fds(out);
             }
         }
+        for zygote in &self.zygotes {
+            zygote.raw_fds(out);
+        }
     }
 
     /// In a child whose copies of the descriptors were closed by number: forgets the pool
     /// without dropping it.
     pub(crate) fn forget_in_child(&mut self) {
         std::mem::forget(std::mem::take(&mut self.members));
+        std::mem::forget(std::mem::take(&mut self.zygotes));
     }
 }
 
@@ -234,7 +416,7 @@ mod tests {
 
     fn reap_all(pool: &mut WarmPool) {
         while pool.len() > 0 {
-            let pids: Vec<Pid> = pool.pidfds().map(|(unix, _)| unix).collect();
+            let pids: Vec<Pid> = pool.members.iter().map(|w| w.unix).collect();
             for unix in pids {
                 pool.reap(unix);
             }
@@ -261,6 +443,44 @@ mod tests {
         pool.discard(taken);
         reap_all(&mut pool);
         assert!(pool.wanted(2, Instant::now()));
+    }
+
+    #[test]
+    fn the_master_forks_warm_workers_itself_after_lost_zygotes_or_a_refused_clone() {
+        let mut pool = WarmPool::new(Some(1));
+        assert_eq!(pool.plan(0), Plan::ForkZygote);
+        for _ in 0..ZYGOTE_LOSSES_LIMIT - 1 {
+            pool.on_event(zygote::Event::Lost);
+        }
+        assert_eq!(pool.plan(0), Plan::ForkZygote);
+        // A warm worker born of a zygote starts the count again.
+        let warm = short_lived(0);
+        pool.on_event(zygote::Event::Warm {
+            unix: warm.unix,
+            pidfd: warm.pidfd,
+            channel: Box::new(warm.channel.expect("a channel")),
+            generation: 0,
+        });
+        for _ in 0..ZYGOTE_LOSSES_LIMIT - 1 {
+            pool.on_event(zygote::Event::Lost);
+        }
+        assert_eq!(pool.plan(0), Plan::ForkZygote);
+        pool.on_event(zygote::Event::Lost);
+        assert_eq!(
+            pool.plan(0),
+            Plan::Fork,
+            "{ZYGOTE_LOSSES_LIMIT} losses in a row"
+        );
+        pool.retire_all();
+        reap_all(&mut pool);
+
+        // A clone that failed for the moment pauses; one the system refuses ends zygotes.
+        let mut pool = WarmPool::new(Some(1));
+        pool.on_event(zygote::Event::Failed(Errno::AGAIN));
+        assert_eq!(pool.plan(0), Plan::ForkZygote);
+        assert!(!pool.wanted(0, Instant::now()), "paused");
+        pool.on_event(zygote::Event::Failed(Errno::NOSYS));
+        assert_eq!(pool.plan(0), Plan::Fork);
     }
 
     #[test]

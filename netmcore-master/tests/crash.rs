@@ -79,6 +79,21 @@ fn guardian_of(master: i32) -> Option<i32> {
         })
 }
 
+/// The children of process `parent` (zombies included).
+fn children_of(parent: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether process `pid` is a zygote (by its command name).
+fn is_zygote(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|name| name.trim_end() == "netmcore-zygote")
+}
+
 /// What a crashed run had created, as its processes reported it.
 struct Run {
     master: i32,
@@ -169,7 +184,9 @@ fn crashing_run(tmp: &Path) -> Run {
         let (_, pool) = create_preallocated_shm(&format!("{prefix}master-pool-"), 1 << 20)
             .expect("preallocated before startup");
         write_file(&m, &pool);
-        let _ = startup(Config::new(&s), || start(busy, Encap::wrap(&()).unwrap()));
+        let _ = startup(Config::new(&s).warm_workers(2), || {
+            start(busy, Encap::wrap(&()).unwrap())
+        });
         1
     });
     let master_pool = wait_for_file(&master_ready).trim().to_owned();
@@ -203,6 +220,14 @@ fn sigkill_of_the_master_leaves_nothing_of_its_run_within_a_second() {
         Err(Error::SocketDirectoryInUse(d)) if d == run.sock
     ));
     let guardian = guardian_of(run.master).expect("the master has a guardian");
+    // Its zygote and warm workers too (all children of the master, made by the zygote).
+    assert!(
+        within(GENEROUS, || children_of(run.master).len() == 5
+            && children_of(run.master).into_iter().any(is_zygote)),
+        "the guardian, the worker, the zygote and two warm workers: {:?}",
+        children_of(run.master)
+    );
+    let forked = children_of(run.master);
     run.kill_master();
     assert!(
         within(GUARDIAN_BOUND, || run.existing().is_empty()),
@@ -216,6 +241,11 @@ fn sigkill_of_the_master_leaves_nothing_of_its_run_within_a_second() {
     assert!(
         within(GENEROUS, || !running(guardian)),
         "the guardian did not end"
+    );
+    assert!(
+        within(GENEROUS, || forked.iter().all(|&p| !running(p))),
+        "a child of the master survived it: {:?}",
+        forked.iter().filter(|&&p| running(p)).collect::<Vec<_>>()
     );
     assert!(
         netmcore_resources::ledger::replay_dir(&run.sock)

@@ -13,7 +13,7 @@ use netmcore_master::{
     self_process_id, start, start_with, startup, startup_with_result,
 };
 use netmcore_resources::{Inherit, ProcessId, ResId};
-use rustix::process::{Signal, getpid, getppid, kill_process};
+use rustix::process::{Pid, Signal, getpid, getppid, kill_process};
 use support::{Case, alive, children, run_cases, socket_dir, wait_for_file, write_file};
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +57,14 @@ fn main() -> std::process::ExitCode {
         Case {
             name: "without_warm_workers_every_process_is_forked_on_demand",
             run: without_warm_workers_every_process_is_forked_on_demand,
+        },
+        Case {
+            name: "a_killed_zygote_is_replaced_and_warm_workers_keep_coming",
+            run: a_killed_zygote_is_replaced_and_warm_workers_keep_coming,
+        },
+        Case {
+            name: "where_clone3_is_refused_the_master_forks_its_warm_workers_itself",
+            run: where_clone3_is_refused_the_master_forks_its_warm_workers_itself,
         },
         Case {
             name: "sigterm_stops_the_master_and_every_worker",
@@ -545,13 +553,14 @@ fn warm_workers_run_processes_as_forks_of_the_current_master() {
         };
         // A global this worker changes: the processes it starts see the master's value.
         GLOBAL.store(2, Ordering::SeqCst);
-        let before = master_children(|now| now.len() == 4);
+        let before = master_children(|now| now.len() == 5);
         let plain = run(None);
         // A region created now changes what a fork sees: the warm workers forked before are
-        // retired, and the process that inherits it runs in a newer one that maps it.
+        // retired with their zygote, and the process that inherits it runs in a newer one
+        // that maps it.
         let (id, _) = create_preallocated_shm("/netmcore-test-warm-", 4096).unwrap();
         let after = master_children(|now| {
-            now.len() == 4 && now.iter().filter(|p| before.contains(p)).count() == 2
+            now.len() == 5 && now.iter().filter(|p| before.contains(p)).count() == 2
         });
         let inheriting = run(Some(id));
         let finally = master_children(|now| !now.contains(&inheriting.0));
@@ -566,15 +575,17 @@ fn warm_workers_run_processes_as_forks_of_the_current_master() {
     type Seen = (Vec<u32>, Probe, Vec<u32>, Probe, Vec<u32>);
     let (before, plain, after, inheriting, finally): Seen =
         result.unwrap().unwrap().unwrap().unwrap();
-    // The guardian, the first process and two warm workers.
-    assert_eq!(before.len(), 4, "{before:?}");
+    // The guardian, the first process, the zygote and two warm workers: the zygote's clones
+    // are children of the master.
+    assert_eq!(before.len(), 5, "{before:?}");
     assert!(
         before.contains(&plain.0),
         "{plain:?} ran in a warm worker of {before:?}"
     );
     assert_eq!((plain.1, plain.2), (3, None));
-    // Stale warm workers are gone, two new ones wait, and one of them ran the process.
-    assert_eq!(after.len(), 4, "{after:?}");
+    // Stale warm workers and their zygote are gone, a new zygote and two new warm workers
+    // wait, and one of them ran the process.
+    assert_eq!(after.len(), 5, "{after:?}");
     assert!(!after.contains(&plain.0));
     assert!(
         before.iter().filter(|p| after.contains(p)).count() == 2,
@@ -610,6 +621,93 @@ fn without_warm_workers_every_process_is_forked_on_demand() {
     );
     assert!(!before.contains(&probe.0));
     assert_eq!((probe.1, probe.2), (3, None));
+    assert_no_children();
+}
+
+/// The zygote among `children` (by its command name).
+fn zygote_of(children: &[u32]) -> Option<u32> {
+    children.iter().copied().find(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/comm"))
+            .is_ok_and(|name| name.trim_end() == "netmcore-zygote")
+    })
+}
+
+/// In a worker: starts a probe (no region inherited) and joins it.
+fn run_probe(probe: ResId, probe_jp: ResId) -> Probe {
+    let pid = start(probe, wrap!(&None::<ResId>)).unwrap();
+    join(probe_jp, pid).unwrap().unwrap().unwrap().unwrap()
+}
+
+fn a_killed_zygote_is_replaced_and_warm_workers_keep_coming() {
+    let (probe, probe_jp) = def_probe();
+    let (first, _) = def_process(move |_| {
+        let before = master_children(|now| now.len() == 5 && zygote_of(now).is_some());
+        let zygote = zygote_of(&before).expect("a zygote");
+        kill_process(Pid::from_raw(zygote.cast_signed()).unwrap(), Signal::KILL).unwrap();
+        // The warm workers it made are the master's: one runs this process.
+        let during = run_probe(probe, probe_jp);
+        // A new zygote makes the next one.
+        let after =
+            master_children(|now| now.len() == 5 && zygote_of(now).is_some_and(|z| z != zygote));
+        let next = run_probe(probe, probe_jp);
+        wrap!(&(before, zygote, during, after, next))
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    GLOBAL.store(3, Ordering::SeqCst);
+    let result = startup_with_result(Config::new(&sock).warm_workers(2), || {
+        start(first, wrap!(&()))
+    });
+    type Seen = (Vec<u32>, u32, Probe, Vec<u32>, Probe);
+    let (before, zygote, during, after, next): Seen = result.unwrap().unwrap().unwrap().unwrap();
+    // The guardian, the first process, the zygote and two warm workers.
+    assert_eq!(before.len(), 5, "{before:?}");
+    assert!(before.contains(&during.0), "{during:?} in {before:?}");
+    assert_eq!((during.1, during.2), (3, None));
+    assert_eq!(after.len(), 5, "{after:?}");
+    assert!(
+        !after.contains(&zygote),
+        "the killed zygote was reaped: {after:?}"
+    );
+    // New: the zygote and the warm worker it made in place of the one used.
+    assert_eq!(
+        after.iter().filter(|p| !before.contains(p)).count(),
+        2,
+        "{before:?} {after:?}"
+    );
+    assert!(after.contains(&next.0), "{next:?} in {after:?}");
+    assert_eq!((next.1, next.2), (3, None));
+    assert_no_children();
+}
+
+fn where_clone3_is_refused_the_master_forks_its_warm_workers_itself() {
+    let (probe, probe_jp) = def_probe();
+    let (first, _) = def_process(move |_| {
+        let before = master_children(|now| now.len() == 4);
+        let ran = run_probe(probe, probe_jp);
+        // Refilled by the master.
+        let after = master_children(|now| now.len() == 4 && !now.contains(&ran.0));
+        wrap!(&(before, ran, after))
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    GLOBAL.store(3, Ordering::SeqCst);
+    support::sys::refuse_clone3();
+    let result = startup_with_result(Config::new(&sock).warm_workers(2), || {
+        start(first, wrap!(&()))
+    });
+    let (before, ran, after): (Vec<u32>, Probe, Vec<u32>) =
+        result.unwrap().unwrap().unwrap().unwrap();
+    // The guardian, the first process and two warm workers; the zygote that could not clone
+    // has exited.
+    assert_eq!(before.len(), 4, "{before:?}");
+    assert_eq!(zygote_of(&before), None);
+    assert!(
+        before.contains(&ran.0),
+        "{ran:?} ran in a warm worker of {before:?}"
+    );
+    assert_eq!((ran.1, ran.2), (3, None));
+    assert_eq!(after.len(), 4, "{after:?}");
     assert_no_children();
 }
 
