@@ -36,6 +36,7 @@ pub struct Config {
     pub(crate) shutdown_timeout: Option<Duration>,
     pub(crate) kill_grace: Duration,
     pub(crate) warm_workers: Option<usize>,
+    pub(crate) zygote: bool,
     pub(crate) busy_poll: Option<Duration>,
 }
 
@@ -50,6 +51,7 @@ impl Config {
             shutdown_timeout: None,
             kill_grace: DEFAULT_KILL_GRACE,
             warm_workers: None,
+            zygote: cfg!(target_env = "gnu"),
             busy_poll: None,
         }
     }
@@ -97,10 +99,26 @@ impl Config {
     /// The master does not fork them itself: per generation of its definitions it forks one
     /// idle copy of itself, the zygote (named `netmcore-zygote` in `ps`), which makes them with
     /// `clone3(CLONE_PARENT)`, so that they are the master's children all the same and the
-    /// master's core is free while they are made. Where that system call is refused, the
-    /// master forks them itself.
+    /// master's core is free while they are made (see [`zygote`](Config::zygote)).
     pub fn warm_workers(mut self, count: usize) -> Config {
         self.warm_workers = Some(count);
+        self
+    }
+
+    /// Whether warm workers are made by a zygote rather than forked by the master (default:
+    /// `true` with glibc; the zygote is not used with other C libraries).
+    ///
+    /// The zygote is forked from the master like any worker, once per generation of the
+    /// definitions, and clones each warm worker from itself with `clone3(CLONE_PARENT)`.
+    /// What a body sees is the same either way, with one exception: `pthread_atfork` child
+    /// handlers (registered by C libraries the program uses) run once, in the zygote, not in
+    /// each warm worker. A library that resets per-process state in such a handler, rather
+    /// than by comparing `getpid()`, shares that state among the warm workers of one
+    /// zygote; turn the zygote off for it. Where `clone3` is refused (a kernel before 5.3, a
+    /// container's filter), or three zygotes in a row die before a warm worker is born of
+    /// them, the master forks its warm workers itself.
+    pub fn zygote(mut self, on: bool) -> Config {
+        self.zygote = on && cfg!(target_env = "gnu");
         self
     }
 
@@ -142,6 +160,7 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("kill_grace", &self.kill_grace)
             .field("warm_workers", &self.warm_workers)
+            .field("zygote", &self.zygote)
             .field("busy_poll", &self.busy_poll)
             .finish()
     }

@@ -166,7 +166,7 @@ impl Master {
             nofile: None,
             guardian: None,
             admin: None,
-            warm: WarmPool::new(config.warm_workers),
+            warm: WarmPool::new(config.warm_workers, config.zygote),
             busy_poll: config.busy_poll_time(),
         }
     }

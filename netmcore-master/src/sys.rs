@@ -28,7 +28,7 @@
 //! [`advise_huge_pages`] asks for transparent huge pages for the spare capacity of a vector
 //! that this process owns and nothing reads yet (the hook of `netmcore_encap`'s large buffers).
 
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use netmcore_ipc::shm::SharedMemory;
 use rustix::io::Errno;
@@ -95,8 +95,9 @@ pub(crate) fn fork() -> Result<Forked, Errno> {
 }
 
 /// What [`clone_sibling`] restores in its child of the calling thread's C library state,
-/// read once, in the zygote, before its first clone.
-#[derive(Debug, Clone, Copy)]
+/// read once, in the zygote, before its first clone. It stays with the thread that read it:
+/// neither `Send` nor `Clone`, so no other thread can clone with it.
+#[derive(Debug)]
 pub(crate) struct ThreadWords {
     /// The address of the C library's copy of the thread id (`pthread`'s `tid` field):
     /// what `set_tid_address` was given when the thread started.
@@ -104,6 +105,8 @@ pub(crate) struct ThreadWords {
     /// The thread's robust-futex list head and its length, as registered with the kernel.
     robust_head: usize,
     robust_len: usize,
+    /// Not `Send`: the words are this thread's.
+    _thread: std::marker::PhantomData<*const ()>,
 }
 
 /// Reads the calling thread's [`ThreadWords`]: `prctl(PR_GET_TID_ADDRESS)` and
@@ -113,9 +116,14 @@ pub(crate) struct ThreadWords {
 ///
 /// The `errno` of either call: `EINVAL` from a kernel built without
 /// `CONFIG_CHECKPOINT_RESTORE` (no `PR_GET_TID_ADDRESS`), `ENOSYS` under a filter that
-/// forbids them. Without them a clone's child would keep its parent's thread id in the C
-/// library, so the caller then forks the usual way.
+/// forbids them, and `ENOSYS` with a C library other than glibc, whose thread-id word is not
+/// where `PR_GET_TID_ADDRESS` points (musl's points to a lock). Without them a clone's child
+/// would keep its parent's thread id in the C library, so the caller then forks the usual
+/// way.
 pub(crate) fn thread_words() -> Result<ThreadWords, Errno> {
+    if !cfg!(target_env = "gnu") {
+        return Err(Errno::NOSYS);
+    }
     let mut tid_address: *mut libc::c_int = std::ptr::null_mut();
     // SAFETY: `PR_GET_TID_ADDRESS` writes one pointer to the address passed, which is that of
     // a live local of that type.
@@ -154,32 +162,48 @@ pub(crate) fn thread_words() -> Result<ThreadWords, Errno> {
         tid_address: tid_address as u64,
         robust_head: robust_head as usize,
         robust_len,
+        _thread: std::marker::PhantomData,
     })
 }
 
-/// `clone3(CLONE_PARENT)`: a copy of the calling process, like [`fork`], whose parent is the
-/// caller's parent (the master, when the zygote calls it), so that the master supervises
-/// it as its own child: pidfd, `waitid`, `PR_SET_PDEATHSIG`.
+/// What [`clone_sibling`] returned in this process.
+#[derive(Debug)]
+pub(crate) enum Cloned {
+    /// This is the caller; the child has this pid, and this pidfd refers to it.
+    Parent(Pid, OwnedFd),
+    /// This is the child.
+    Child,
+}
+
+/// `clone3(CLONE_PARENT | CLONE_PIDFD)`: a copy of the calling process, like [`fork`], whose
+/// parent is the caller's parent (the master, when the zygote calls it), so that the master
+/// supervises it as its own child: pidfd, `waitid`, `PR_SET_PDEATHSIG`. The caller gets a
+/// pidfd of the child, to pass on to the master.
 ///
 /// The child gets what the C library's `fork` gives its child of the thread's state: the
 /// kernel writes the child's thread id into the library's copy (`CLONE_CHILD_SETTID`, at the
 /// address in `words`) and clears it at exit (`CLONE_CHILD_CLEARTID`), and the child
 /// registers the (copied, empty) robust-futex list again, which a new process starts
-/// without. `atfork` handlers do not run.
+/// without.
 ///
 /// The caller must be the zygote (see the module's safety contract for [`fork`]): a
 /// single-threaded process between complete updates of its state, whose `words` were read in
-/// this thread, holding no robust lock.
+/// this thread (the type keeps them there), holding no robust lock. `atfork` handlers do not
+/// run: what they would reset in a child stays as it is in the caller.
 ///
 /// # Errors
 ///
 /// The `errno` of `clone3`: `ENOSYS` on kernels before 5.3 or under filters that forbid it,
 /// `EAGAIN` when the process limit is reached, `ENOMEM`.
-pub(crate) fn clone_sibling(words: &ThreadWords) -> Result<Forked, Errno> {
-    let flags = libc::CLONE_PARENT | libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID;
+pub(crate) fn clone_sibling(words: &ThreadWords) -> Result<Cloned, Errno> {
+    let flags = libc::CLONE_PARENT
+        | libc::CLONE_PIDFD
+        | libc::CLONE_CHILD_SETTID
+        | libc::CLONE_CHILD_CLEARTID;
+    let mut pidfd: libc::c_int = -1;
     let mut args = libc::clone_args {
         flags: u64::try_from(flags).map_err(|_| Errno::INVAL)?,
-        pidfd: 0,
+        pidfd: &raw mut pidfd as u64,
         child_tid: words.tid_address,
         parent_tid: 0,
         // With CLONE_PARENT the child's exit signal is the caller's; clone3 wants 0 here.
@@ -197,7 +221,8 @@ pub(crate) fn clone_sibling(words: &ThreadWords) -> Result<Forked, Errno> {
     // stack. The caller is single-threaded (the function's contract), so no lock of another
     // thread is copied held. `args` is a live, initialized `clone_args` of the size passed;
     // `child_tid` is the C library's thread-id word of this thread (read by `thread_words`),
-    // valid in the child's copy too.
+    // valid in the child's copy too; `pidfd` is a live local the kernel writes the new
+    // descriptor to.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -220,21 +245,31 @@ pub(crate) fn clone_sibling(words: &ThreadWords) -> Result<Forked, Errno> {
                     words.robust_len,
                 )
             };
-            Ok(Forked::Child)
+            Ok(Cloned::Child)
         }
-        child => Ok(Forked::Parent(
-            i32::try_from(child)
+        child => {
+            if pidfd < 0 {
+                return Err(Errno::BADF);
+            }
+            // SAFETY: with `CLONE_PIDFD` the kernel stored a new descriptor, owned by nobody
+            // else, in `pidfd` (checked valid above).
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            let unix = i32::try_from(child)
                 .ok()
                 .filter(|&raw| raw > 0)
                 .and_then(Pid::from_raw)
-                .ok_or(Errno::SRCH)?,
-        )),
+                .ok_or(Errno::SRCH)?;
+            Ok(Cloned::Parent(unix, pidfd))
+        }
     }
 }
 
 /// The calling thread's `errno`, after a libc call that failed.
 fn last_errno() -> Errno {
-    Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(raw @ 1..4096) => Errno::from_raw_os_error(raw),
+        _ => Errno::IO,
+    }
 }
 
 /// Closes every descriptor of this process except those in `keep`: those listed in

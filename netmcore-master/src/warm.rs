@@ -86,8 +86,8 @@ pub(crate) enum Plan {
 
 impl WarmPool {
     /// A pool that keeps `target` warm workers (by default one per CPU, at most
-    /// [`DEFAULT_MAX`]).
-    pub(crate) fn new(target: Option<usize>) -> WarmPool {
+    /// [`DEFAULT_MAX`]), made by a zygote if `by_zygote`.
+    pub(crate) fn new(target: Option<usize>, by_zygote: bool) -> WarmPool {
         let target = target.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, |n| n.get().min(DEFAULT_MAX))
         });
@@ -97,7 +97,7 @@ impl WarmPool {
             unused_deaths: 0,
             paused_until: None,
             zygotes: Vec::new(),
-            by_zygote: true,
+            by_zygote,
             zygote_losses: 0,
         }
     }
@@ -276,7 +276,7 @@ impl WarmPool {
                     generation,
                 });
             }
-            zygote::Event::Orphan { unix, pidfd } => self.members.push(Warm {
+            zygote::Event::Retired { unix, pidfd } => self.members.push(Warm {
                 unix,
                 pidfd,
                 channel: None,
@@ -426,7 +426,7 @@ mod tests {
 
     #[test]
     fn stale_workers_are_never_taken_and_fresh_ones_are() {
-        let mut pool = WarmPool::new(Some(2));
+        let mut pool = WarmPool::new(Some(2), true);
         pool.push(short_lived(1));
         assert!(pool.wanted(1, Instant::now()), "one of two");
         pool.push(short_lived(2));
@@ -447,7 +447,7 @@ mod tests {
 
     #[test]
     fn the_master_forks_warm_workers_itself_after_lost_zygotes_or_a_refused_clone() {
-        let mut pool = WarmPool::new(Some(1));
+        let mut pool = WarmPool::new(Some(1), true);
         assert_eq!(pool.plan(0), Plan::ForkZygote);
         for _ in 0..ZYGOTE_LOSSES_LIMIT - 1 {
             pool.on_event(zygote::Event::Lost);
@@ -475,7 +475,7 @@ mod tests {
         reap_all(&mut pool);
 
         // A clone that failed for the moment pauses; one the system refuses ends zygotes.
-        let mut pool = WarmPool::new(Some(1));
+        let mut pool = WarmPool::new(Some(1), true);
         pool.on_event(zygote::Event::Failed(Errno::AGAIN));
         assert_eq!(pool.plan(0), Plan::ForkZygote);
         assert!(!pool.wanted(0, Instant::now()), "paused");
@@ -485,7 +485,7 @@ mod tests {
 
     #[test]
     fn a_failure_pauses_forking_for_a_while() {
-        let mut pool = WarmPool::new(Some(1));
+        let mut pool = WarmPool::new(Some(1), true);
         let now = Instant::now();
         assert!(pool.wanted(0, now));
         pool.pause(now);
@@ -496,7 +496,7 @@ mod tests {
 
     #[test]
     fn the_pool_gives_up_after_workers_keep_dying_unused() {
-        let mut pool = WarmPool::new(Some(1));
+        let mut pool = WarmPool::new(Some(1), true);
         for _ in 0..UNUSED_DEATHS_LIMIT - 1 {
             pool.push(short_lived(0));
             reap_all(&mut pool);

@@ -17,16 +17,19 @@
 //! Over the zygote's control channel, one request at a time:
 //! * the master sends [`ASK`] with a request number and one descriptor, the warm worker's end
 //!   of its channel (the master keeps the other end);
-//! * the zygote clones. The child (the warm worker) arms its death signal, checks that its
-//!   parent is the master, and itself sends [`FORKED`] with the number and its Unix pid, then
-//!   closes its copy of the control channel and waits on its own channel for a process. If the
-//!   clone failed, the zygote sends [`FAILED`] with the number and the `errno`.
+//! * the zygote clones (`CLONE_PIDFD`) and sends [`FORKED`] with the number and the child's
+//!   Unix pid, its pidfd attached; if the clone failed, [`FAILED`] with the `errno`;
+//! * the child (the warm worker) arms its death signal, checks that its parent is the master,
+//!   sends [`BORN`] with the number and its pid, closes its copy of the control channel and
+//!   waits on its own channel for a process.
 //!
-//! The report comes from the child, not the zygote, so that a zygote killed right after a
-//! clone leaves no warm worker the master does not know: the child holds its copy of the
-//! control channel until it reported. The end of the control stream thus means that no
-//! report is on its way. (A warm worker SIGKILLed in the microseconds between its clone and
-//! its report stays a zombie of the master's process, unknown to it; nothing else leaks.)
+//! Whichever of `FORKED` and `BORN` comes first answers the request; the other is ignored.
+//! Two reports, so that one death cannot leave a warm worker the master does not know: a
+//! child killed before it reported is reported by the zygote (with a pidfd that reaps it),
+//! and a zygote killed right after a clone leaves its child to report, which holds its copy
+//! of the control channel until it did. The end of the control stream thus means that no
+//! answer is on its way. Only both dying in the microseconds between the clone and the
+//! reports leaves a zombie of the master's process that the master does not know.
 //!
 //! A zygote exits when it reads the end of the control stream: the master retires it when
 //! the generation changes, and at its end. It dies with the master (`PR_SET_PDEATHSIG`).
@@ -34,21 +37,28 @@
 //! [`sys::clone_sibling`]: crate::sys::clone_sibling
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
 
 use netmcore_ipc::channel::Channel;
 use rustix::io::Errno;
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, pidfd_send_signal};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions, pidfd_send_signal};
 
 use crate::master::EXIT_ORPHAN;
-use crate::sys::{self, Forked};
+use crate::sys::{self, Cloned};
 
 /// The master asks for a warm worker: `ASK`, the request number (8 bytes, little-endian);
 /// one descriptor attached.
 const ASK: u8 = b'A';
-/// A warm worker reports its birth: `FORKED`, the request number, its Unix pid (4 bytes).
+/// The zygote reports a clone: `FORKED`, the request number, the child's Unix pid (4 bytes);
+/// its pidfd attached.
 const FORKED: u8 = b'W';
+/// A warm worker reports its birth: `BORN`, the request number, its Unix pid (4 bytes).
+const BORN: u8 = b'B';
 /// The zygote reports a failed clone: `FAILED`, the request number, the `errno` (4 bytes).
 const FAILED: u8 = b'E';
+
+/// How long the end of a master waits for the answer to a request in flight.
+const ANSWER_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// The zygote's command name (`/proc/<pid>/comm`, what `ps` and `top` show); its warm
 /// workers take the master's name back.
@@ -57,7 +67,8 @@ pub(crate) const ZYGOTE_NAME: &std::ffi::CStr = c"netmcore-zygote";
 /// A report on the control channel, as the master reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Report {
-    /// Request `seq` made the warm worker of this Unix pid.
+    /// Request `seq` made the warm worker of this Unix pid (from the zygote, with a pidfd,
+    /// or from the warm worker itself).
     Forked { seq: u64, unix: Pid },
     /// Request `seq` failed with this `errno`.
     Failed { seq: u64, errno: Errno },
@@ -92,12 +103,13 @@ pub(crate) fn decode_report(body: &[u8]) -> Option<Report> {
     let seq = u64::from_le_bytes(seq.try_into().ok()?);
     let value = i32::from_le_bytes(value.try_into().ok()?);
     match *tag {
-        FORKED => Some(Report::Forked {
+        // `Pid::from_raw` asserts on a negative value: none reaches it.
+        FORKED | BORN => Some(Report::Forked {
             seq,
-            // `Pid::from_raw` asserts on a negative value: none reaches it.
             unix: Pid::from_raw(value.max(0))?,
         }),
-        FAILED => Some(Report::Failed {
+        // `Errno::from_raw_os_error` asserts on a value outside 1..4096: none reaches it.
+        FAILED if (1..4096).contains(&value) => Some(Report::Failed {
             seq,
             errno: Errno::from_raw_os_error(value),
         }),
@@ -139,9 +151,10 @@ pub(crate) enum Event {
         channel: Box<Channel>,
         generation: u64,
     },
-    /// A warm worker of a request that no longer waits (its zygote was retired): to reap.
-    Orphan { unix: Pid, pidfd: OwnedFd },
-    /// A clone failed.
+    /// A warm worker born after its zygote was retired: it reads the end of its channel and
+    /// exits; to reap.
+    Retired { unix: Pid, pidfd: OwnedFd },
+    /// A clone failed, or its child could not be taken in (it was killed and reaped).
     Failed(Errno),
     /// The zygote's stream ended although it was not retired (it died, or broke the
     /// protocol).
@@ -201,7 +214,7 @@ impl Zygote {
     }
 
     /// No more requests; its stream is closed now unless a request is in flight (then once
-    /// its report came), which tells the zygote to exit.
+    /// it was answered), which tells the zygote to exit.
     pub(crate) fn retire(&mut self) {
         if !self.retired {
             tracing::trace!(unix_pid = self.unix.as_raw_pid(), "retiring a zygote");
@@ -248,8 +261,8 @@ impl Zygote {
             let Some(control) = &mut self.control else {
                 return;
             };
-            let body = match control.try_recv() {
-                Ok(Some(frame)) => frame.into_parts().0,
+            let (body, mut fds) = match control.try_recv() {
+                Ok(Some(frame)) => frame.into_parts(),
                 Ok(None) => return,
                 Err(e) => {
                     if !matches!(e, netmcore_ipc::Error::Closed) {
@@ -260,13 +273,14 @@ impl Zygote {
                     return;
                 }
             };
-            let Some(report) = decode_report(body.as_ref()) else {
+            let pidfd = fds.pop();
+            let Some(report) = decode_report(body.as_ref()).filter(|_| fds.is_empty()) else {
                 tracing::error!("a zygote sent something else than a report: killing it");
                 self.kill();
                 self.end_of_stream(out);
                 return;
             };
-            self.take_report(report, out);
+            self.take_report(report, pidfd, out);
         }
     }
 
@@ -280,36 +294,44 @@ impl Zygote {
         }
     }
 
-    fn take_report(&mut self, report: Report, out: &mut Vec<Event>) {
+    /// Takes a report: the first for the request in flight answers it; any other (the second
+    /// report of a clone) is dropped.
+    fn take_report(&mut self, report: Report, pidfd: Option<OwnedFd>, out: &mut Vec<Event>) {
         let (seq, result) = match report {
             Report::Forked { seq, unix } => (seq, Ok(unix)),
             Report::Failed { seq, errno } => (seq, Err(errno)),
         };
-        let pending = self.pending.take_if(|p| p.seq == seq);
-        if pending.is_some() && self.retired {
-            // Its stream stayed open only for this report.
+        let Some(pending) = self.pending.take_if(|p| p.seq == seq) else {
+            return;
+        };
+        if self.retired {
+            // Its stream stayed open only for this answer.
             self.control = None;
         }
-        match result {
+        let unix = match result {
+            Ok(unix) => unix,
             Err(errno) => {
-                if pending.is_some() {
-                    out.push(Event::Failed(errno));
-                }
+                out.push(Event::Failed(errno));
+                return;
             }
-            Ok(unix) => {
-                let Some(pidfd) = adopt(unix) else {
-                    return;
-                };
-                match pending {
-                    Some(Pending { channel, .. }) => out.push(Event::Warm {
-                        unix,
-                        pidfd,
-                        channel: Box::new(channel),
-                        generation: self.generation,
-                    }),
-                    None => out.push(Event::Orphan { unix, pidfd }),
-                }
+        };
+        let pidfd = match adopt(unix, pidfd) {
+            Ok(pidfd) => pidfd,
+            Err(errno) => {
+                out.push(Event::Failed(errno));
+                return;
             }
+        };
+        if self.retired {
+            drop(pending);
+            out.push(Event::Retired { unix, pidfd });
+        } else {
+            out.push(Event::Warm {
+                unix,
+                pidfd,
+                channel: Box::new(pending.channel),
+                generation: self.generation,
+            });
         }
     }
 
@@ -337,8 +359,9 @@ impl Zygote {
         }
     }
 
-    /// The end of the master: kills the zygote and waits for it, then for the report of a
-    /// request in flight (its warm worker is returned, to be killed and reaped).
+    /// The end of the master: kills the zygote and waits for it, then for the answer to a
+    /// request in flight (a warm worker born then comes out as [`Event::Retired`], to be
+    /// killed and reaped).
     pub(crate) fn shut_down(mut self, out: &mut Vec<Event>) {
         self.retired = true;
         self.kill();
@@ -353,12 +376,14 @@ impl Zygote {
         while self.pending.is_some()
             && let Some(control) = &mut self.control
         {
-            match control.recv_timeout(std::time::Duration::from_secs(1)) {
-                Ok(frame) => match decode_report(frame.body()) {
-                    Some(report) => self.take_report(report, out),
-                    None => break,
-                },
+            let (body, mut fds) = match control.recv_timeout(ANSWER_AT_SHUTDOWN) {
+                Ok(frame) => frame.into_parts(),
                 Err(_) => break,
+            };
+            let pidfd = fds.pop();
+            match decode_report(body.as_ref()) {
+                Some(report) => self.take_report(report, pidfd, out),
+                None => break,
             }
         }
     }
@@ -376,30 +401,40 @@ impl Zygote {
     }
 }
 
-/// A pidfd for `unix`, reported as a warm worker: only if it is a child of this process (a
-/// report cannot make the master adopt, and later kill, another process).
-fn adopt(unix: Pid) -> Option<OwnedFd> {
-    let pidfd = match rustix::process::pidfd_open(unix, rustix::process::PidfdFlags::empty()) {
-        Ok(pidfd) => pidfd,
-        Err(e) => {
-            tracing::error!(unix_pid = unix.as_raw_pid(), error = %e, "cannot open a warm worker's pidfd");
-            return None;
-        }
+/// A pidfd for the warm worker `unix` (the one the zygote sent, or a new one), once it is
+/// known to be a child of this process: a report cannot make the master adopt, and later
+/// kill, another process. A child that cannot be taken in is killed and reaped.
+fn adopt(unix: Pid, pidfd: Option<OwnedFd>) -> Result<OwnedFd, Errno> {
+    let pidfd = match pidfd {
+        Some(pidfd) => Ok(pidfd),
+        None => rustix::process::pidfd_open(unix, rustix::process::PidfdFlags::empty()),
     };
-    match rustix::process::waitid(
-        WaitId::PidFd(pidfd.as_fd()),
+    let checked = pidfd.and_then(|pidfd| {
+        rustix::process::waitid(
+            WaitId::PidFd(pidfd.as_fd()),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+        )
+        .map(|_| pidfd)
+    });
+    checked.inspect_err(|e| {
+        tracing::error!(unix_pid = unix.as_raw_pid(), error = %e, "cannot take in a warm worker");
+        discard_child(unix);
+    })
+}
+
+/// Kills and reaps `unix` if it is a child of this process (`waitid(WNOWAIT)` says so, and
+/// until it is reaped its pid cannot be reused).
+fn discard_child(unix: Pid) {
+    if rustix::process::waitid(
+        WaitId::Pid(unix),
         WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
-    ) {
-        Ok(_) => Some(pidfd),
-        Err(e) => {
-            tracing::error!(
-                unix_pid = unix.as_raw_pid(),
-                error = %e,
-                "a zygote reported a process that is not a child of the master"
-            );
-            None
-        }
+    )
+    .is_err()
+    {
+        return;
     }
+    let _ = rustix::process::kill_process(unix, Signal::KILL);
+    while let Err(Errno::INTR) = rustix::process::waitpid(Some(unix), WaitOptions::empty()) {}
 }
 
 /// The zygote's life, after it left the master: serves requests until the end of the
@@ -421,12 +456,12 @@ pub(crate) fn serve_requests(mut control: Channel, master: Pid) -> Channel {
             tracing::error!("a zygote got something else than a request: exiting");
             std::process::exit(0)
         };
-        let forked = match &words {
+        let cloned = match &words {
             Ok(words) => sys::clone_sibling(words),
             Err(e) => Err(*e),
         };
-        match forked {
-            Ok(Forked::Child) => {
+        let sent = match cloned {
+            Ok(Cloned::Child) => {
                 // The master's child now, not the zygote's: die with it.
                 let armed = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
                 if armed.is_err() || rustix::process::getppid() != Some(master) {
@@ -436,23 +471,22 @@ pub(crate) fn serve_requests(mut control: Channel, master: Pid) -> Channel {
                     let _ = rustix::thread::set_name(name);
                 }
                 let me = rustix::process::getpid().as_raw_pid();
-                let _ = control.send(&encode_report(FORKED, seq, me));
+                let _ = control.send(&encode_report(BORN, seq, me));
                 drop(control);
                 return match Channel::from_fd(fd) {
                     Ok(channel) => channel,
                     Err(_) => std::process::exit(0),
                 };
             }
-            Ok(Forked::Parent(_)) => drop(fd),
-            Err(errno) => {
-                drop(fd);
-                if control
-                    .send(&encode_report(FAILED, seq, errno.raw_os_error()))
-                    .is_err()
-                {
-                    std::process::exit(0);
-                }
-            }
+            Ok(Cloned::Parent(child, pidfd)) => control.send_with_fds(
+                &encode_report(FORKED, seq, child.as_raw_pid()),
+                &[pidfd.as_fd()],
+            ),
+            Err(errno) => control.send(&encode_report(FAILED, seq, errno.raw_os_error())),
+        };
+        drop(fd);
+        if sent.is_err() {
+            std::process::exit(0);
         }
     }
 }
@@ -479,6 +513,18 @@ mod tests {
                 errno: Errno::NOSYS
             })
         );
+        assert_eq!(
+            decode_report(&encode_report(BORN, 7, 4321)),
+            Some(Report::Forked { seq: 7, unix })
+        );
+        // An errno outside 1..4096 is none.
+        for errno in [0, -1, 4096, i32::MAX, i32::MIN] {
+            assert_eq!(
+                decode_report(&encode_report(FAILED, 1, errno)),
+                None,
+                "{errno}"
+            );
+        }
         // A pid of 0 or below is no process.
         assert_eq!(decode_report(&encode_report(FORKED, 1, 0)), None);
         assert_eq!(decode_report(&encode_report(FORKED, 1, -5)), None);

@@ -63,8 +63,16 @@ fn main() -> std::process::ExitCode {
             run: a_killed_zygote_is_replaced_and_warm_workers_keep_coming,
         },
         Case {
+            name: "a_killed_warm_worker_of_a_zygote_is_reaped_and_replaced",
+            run: a_killed_warm_worker_of_a_zygote_is_reaped_and_replaced,
+        },
+        Case {
             name: "where_clone3_is_refused_the_master_forks_its_warm_workers_itself",
             run: where_clone3_is_refused_the_master_forks_its_warm_workers_itself,
+        },
+        Case {
+            name: "without_a_zygote_the_master_forks_its_warm_workers_itself",
+            run: without_a_zygote_the_master_forks_its_warm_workers_itself,
         },
         Case {
             name: "sigterm_stops_the_master_and_every_worker",
@@ -647,8 +655,11 @@ fn a_killed_zygote_is_replaced_and_warm_workers_keep_coming() {
         // The warm workers it made are the master's: one runs this process.
         let during = run_probe(probe, probe_jp);
         // A new zygote makes the next one.
-        let after =
-            master_children(|now| now.len() == 5 && zygote_of(now).is_some_and(|z| z != zygote));
+        let after = master_children(|now| {
+            now.len() == 5
+                && !now.contains(&during.0)
+                && zygote_of(now).is_some_and(|z| z != zygote)
+        });
         let next = run_probe(probe, probe_jp);
         wrap!(&(before, zygote, during, after, next))
     })
@@ -680,28 +691,76 @@ fn a_killed_zygote_is_replaced_and_warm_workers_keep_coming() {
     assert_no_children();
 }
 
-fn where_clone3_is_refused_the_master_forks_its_warm_workers_itself() {
+fn a_killed_warm_worker_of_a_zygote_is_reaped_and_replaced() {
     let (probe, probe_jp) = def_probe();
     let (first, _) = def_process(move |_| {
-        let before = master_children(|now| now.len() == 4);
+        let before = master_children(|now| now.len() == 5 && zygote_of(now).is_some());
+        let zygote = zygote_of(&before).expect("a zygote");
+        let me = getpid().as_raw_pid().unsigned_abs();
+        // The newest child that is neither this process nor the zygote: a warm worker (the
+        // guardian was forked first).
+        let warm = before
+            .iter()
+            .copied()
+            .filter(|&p| p != me && p != zygote)
+            .max()
+            .expect("a warm worker");
+        kill_process(Pid::from_raw(warm.cast_signed()).unwrap(), Signal::KILL).unwrap();
+        let after = master_children(|now| now.len() == 5 && !now.contains(&warm));
+        let zygote_after = zygote_of(&after);
         let ran = run_probe(probe, probe_jp);
-        // Refilled by the master.
-        let after = master_children(|now| now.len() == 4 && !now.contains(&ran.0));
-        wrap!(&(before, ran, after))
+        wrap!(&(before, zygote, warm, after, zygote_after, ran))
     })
     .unwrap();
     let (_dir, sock) = socket_dir();
     GLOBAL.store(3, Ordering::SeqCst);
-    support::sys::refuse_clone3();
     let result = startup_with_result(Config::new(&sock).warm_workers(2), || {
         start(first, wrap!(&()))
     });
-    let (before, ran, after): (Vec<u32>, Probe, Vec<u32>) =
+    type Seen = (Vec<u32>, u32, u32, Vec<u32>, Option<u32>, Probe);
+    let (before, zygote, warm, after, zygote_after, ran): Seen =
         result.unwrap().unwrap().unwrap().unwrap();
-    // The guardian, the first process and two warm workers; the zygote that could not clone
-    // has exited.
+    assert_eq!(before.len(), 5, "{before:?}");
+    // Reaped (a zombie would still be listed) and replaced by the same zygote.
+    assert_eq!(after.len(), 5, "{after:?}");
+    assert!(!after.contains(&warm));
+    assert_eq!(zygote_after, Some(zygote));
+    assert!(after.contains(&ran.0), "{ran:?} in {after:?}");
+    assert_eq!((ran.1, ran.2), (3, None));
+    assert_no_children();
+}
+
+fn where_clone3_is_refused_the_master_forks_its_warm_workers_itself() {
+    let (_dir, sock) = socket_dir();
+    support::sys::refuse_clone3();
+    forked_by_the_master(Config::new(&sock).warm_workers(2));
+}
+
+fn without_a_zygote_the_master_forks_its_warm_workers_itself() {
+    let (_dir, sock) = socket_dir();
+    forked_by_the_master(Config::new(&sock).warm_workers(2).zygote(false));
+}
+
+/// Runs a master with `config` and checks that it forked its two warm workers itself: its
+/// children are the guardian, the first process and two warm workers, no zygote (one that
+/// could not clone has exited); a probe runs in one of them, and the master forks another.
+fn forked_by_the_master(config: Config) {
+    let (probe, probe_jp) = def_probe();
+    let (first, _) = def_process(move |_| {
+        let before = master_children(|now| now.len() == 4 && zygote_of(now).is_none());
+        let zygote_before = zygote_of(&before);
+        let ran = run_probe(probe, probe_jp);
+        let after = master_children(|now| now.len() == 4 && !now.contains(&ran.0));
+        let zygotes = [zygote_before, zygote_of(&after)];
+        wrap!(&(before, ran, after, zygotes))
+    })
+    .unwrap();
+    GLOBAL.store(3, Ordering::SeqCst);
+    let result = startup_with_result(config, || start(first, wrap!(&())));
+    let (before, ran, after, zygotes): (Vec<u32>, Probe, Vec<u32>, [Option<u32>; 2]) =
+        result.unwrap().unwrap().unwrap().unwrap();
     assert_eq!(before.len(), 4, "{before:?}");
-    assert_eq!(zygote_of(&before), None);
+    assert_eq!(zygotes, [None, None], "{before:?} {after:?}");
     assert!(
         before.contains(&ran.0),
         "{ran:?} ran in a warm worker of {before:?}"
