@@ -152,14 +152,17 @@ impl WarmPool {
 
     /// Whether, at `now`, fewer than the target are ready at `generation` and forking is not
     /// paused.
-    /// While a zygote works on a request, nothing more is wanted: its report wakes the loop.
+    /// The requests in flight to the current zygote count as ready: their reports wake the
+    /// loop.
     pub(crate) fn wanted(&self, generation: u64, now: Instant) -> bool {
+        let asked: usize = self
+            .zygotes
+            .iter()
+            .filter(|z| z.is_current(generation))
+            .map(Zygote::asking)
+            .sum();
         self.paused_until.is_none_or(|until| now >= until)
-            && self.ready(generation) < self.target
-            && !self
-                .zygotes
-                .iter()
-                .any(|z| z.is_current(generation) && z.asking())
+            && self.ready(generation) + asked < self.target
     }
 
     fn ready(&self, generation: u64) -> usize {

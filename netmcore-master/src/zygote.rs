@@ -14,7 +14,7 @@
 //!
 //! # Protocol
 //!
-//! Over the zygote's control channel, one request at a time:
+//! Over the zygote's control channel, in order (several may be in flight):
 //! * the master sends [`ASK`] with a request number and one descriptor, the warm worker's end
 //!   of its channel (the master keeps the other end);
 //! * the zygote clones (`CLONE_PIDFD`) and sends [`FORKED`] with the number and the child's
@@ -57,7 +57,7 @@ const BORN: u8 = b'B';
 /// The zygote reports a failed clone: `FAILED`, the request number, the `errno` (4 bytes).
 const FAILED: u8 = b'E';
 
-/// How long the end of a master waits for the answer to a request in flight.
+/// How long the end of a master waits for each answer to a request in flight.
 const ANSWER_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// The zygote's command name (`/proc/<pid>/comm`, what `ps` and `top` show); its warm
@@ -137,7 +137,8 @@ pub(crate) struct Zygote {
     pub(crate) generation: u64,
     /// No more requests: a newer generation, or the master stops.
     retired: bool,
-    pending: Option<Pending>,
+    /// The requests in flight, oldest first.
+    pending: Vec<Pending>,
     next_seq: u64,
 }
 
@@ -170,14 +171,14 @@ impl Zygote {
             control: Some(control),
             generation,
             retired: false,
-            pending: None,
+            pending: Vec::new(),
             next_seq: 0,
         }
     }
 
-    /// Whether it can be asked for a warm worker of `generation` now.
+    /// Whether it can be asked for a warm worker of `generation`.
     pub(crate) fn can_ask(&self, generation: u64) -> bool {
-        self.is_current(generation) && self.pending.is_none()
+        self.is_current(generation)
     }
 
     /// Whether it serves `generation` (a request may be in flight).
@@ -185,9 +186,9 @@ impl Zygote {
         !self.retired && self.control.is_some() && self.generation == generation
     }
 
-    /// Whether a request is in flight.
-    pub(crate) fn asking(&self) -> bool {
-        self.pending.is_some()
+    /// How many requests are in flight.
+    pub(crate) fn asking(&self) -> usize {
+        self.pending.len()
     }
 
     /// Whether nothing of it is left: reaped, and its stream closed.
@@ -209,18 +210,18 @@ impl Zygote {
         self.next_seq += 1;
         let fd = theirs.into_fd();
         control.send_with_fds(&encode_ask(seq), &[fd.as_fd()])?;
-        self.pending = Some(Pending { seq, channel: ours });
+        self.pending.push(Pending { seq, channel: ours });
         Ok(())
     }
 
-    /// No more requests; its stream is closed now unless a request is in flight (then once
-    /// it was answered), which tells the zygote to exit.
+    /// No more requests; its stream is closed now unless requests are in flight (then once
+    /// they were answered), which tells the zygote to exit.
     pub(crate) fn retire(&mut self) {
         if !self.retired {
             tracing::trace!(unix_pid = self.unix.as_raw_pid(), "retiring a zygote");
         }
         self.retired = true;
-        if self.pending.is_none() {
+        if self.pending.is_empty() {
             self.control = None;
         }
     }
@@ -287,25 +288,26 @@ impl Zygote {
     /// The stream ended: no report can come any more.
     fn end_of_stream(&mut self, out: &mut Vec<Event>) {
         self.control = None;
-        self.pending = None;
+        self.pending.clear();
         if !self.retired {
             self.retired = true;
             out.push(Event::Lost);
         }
     }
 
-    /// Takes a report: the first for the request in flight answers it; any other (the second
+    /// Takes a report: the first for a request in flight answers it; any other (the second
     /// report of a clone) is dropped.
     fn take_report(&mut self, report: Report, pidfd: Option<OwnedFd>, out: &mut Vec<Event>) {
         let (seq, result) = match report {
             Report::Forked { seq, unix } => (seq, Ok(unix)),
             Report::Failed { seq, errno } => (seq, Err(errno)),
         };
-        let Some(pending) = self.pending.take_if(|p| p.seq == seq) else {
+        let Some(at) = self.pending.iter().position(|p| p.seq == seq) else {
             return;
         };
-        if self.retired {
-            // Its stream stayed open only for this answer.
+        let pending = self.pending.remove(at);
+        if self.retired && self.pending.is_empty() {
+            // Its stream stayed open only for these answers.
             self.control = None;
         }
         let unix = match result {
@@ -359,8 +361,8 @@ impl Zygote {
         }
     }
 
-    /// The end of the master: kills the zygote and waits for it, then for the answer to a
-    /// request in flight (a warm worker born then comes out as [`Event::Retired`], to be
+    /// The end of the master: kills the zygote and waits for it, then for the answers to the
+    /// requests in flight (a warm worker born then comes out as [`Event::Retired`], to be
     /// killed and reaped).
     pub(crate) fn shut_down(mut self, out: &mut Vec<Event>) {
         self.retired = true;
@@ -373,7 +375,7 @@ impl Zygote {
         }
         // A clone made before the kill reports on its own; the stream ends once no copy of
         // the zygote's end is left.
-        while self.pending.is_some()
+        while !self.pending.is_empty()
             && let Some(control) = &mut self.control
         {
             let (body, mut fds) = match control.recv_timeout(ANSWER_AT_SHUTDOWN) {
@@ -395,7 +397,7 @@ impl Zygote {
         if let Some(control) = &self.control {
             control.raw_fds(out);
         }
-        if let Some(pending) = &self.pending {
+        for pending in &self.pending {
             pending.channel.raw_fds(out);
         }
     }
@@ -472,6 +474,8 @@ pub(crate) fn serve_requests(mut control: Channel, master: Pid) -> Channel {
                 }
                 let me = rustix::process::getpid().as_raw_pid();
                 let _ = control.send(&encode_report(BORN, seq, me));
+                // With it go the descriptors of later requests that the zygote had read
+                // already (a warm worker keeps only its own).
                 drop(control);
                 return match Channel::from_fd(fd) {
                     Ok(channel) => channel,
