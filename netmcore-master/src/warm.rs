@@ -151,9 +151,8 @@ impl WarmPool {
     }
 
     /// Whether, at `now`, fewer than the target are ready at `generation` and forking is not
-    /// paused.
-    /// The requests in flight to the current zygote count as ready: their reports wake the
-    /// loop.
+    /// paused. The requests in flight to the current zygote count as ready: their reports
+    /// wake the loop.
     pub(crate) fn wanted(&self, generation: u64, now: Instant) -> bool {
         let asked: usize = self
             .zygotes
