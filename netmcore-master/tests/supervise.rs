@@ -63,6 +63,10 @@ fn main() -> std::process::ExitCode {
             run: a_killed_zygote_is_replaced_and_warm_workers_keep_coming,
         },
         Case {
+            name: "a_zygote_killed_with_a_request_in_flight_is_replaced",
+            run: a_zygote_killed_with_a_request_in_flight_is_replaced,
+        },
+        Case {
             name: "a_killed_warm_worker_of_a_zygote_is_reaped_and_replaced",
             run: a_killed_warm_worker_of_a_zygote_is_reaped_and_replaced,
         },
@@ -685,6 +689,53 @@ fn a_killed_zygote_is_replaced_and_warm_workers_keep_coming() {
         after.iter().filter(|p| !before.contains(p)).count(),
         2,
         "{before:?} {after:?}"
+    );
+    assert!(after.contains(&next.0), "{next:?} in {after:?}");
+    assert_eq!((next.1, next.2), (3, None));
+    assert_no_children();
+}
+
+fn a_zygote_killed_with_a_request_in_flight_is_replaced() {
+    let (probe, probe_jp) = def_probe();
+    let (first, _) = def_process(move |_| {
+        let before = master_children(|now| now.len() == 5 && zygote_of(now).is_some());
+        let zygote = zygote_of(&before).expect("a zygote");
+        let raw = Pid::from_raw(zygote.cast_signed()).unwrap();
+        // Stopped, it reads no request: the one the master sends for the warm worker the probe
+        // takes stays in flight.
+        kill_process(raw, Signal::STOP).unwrap();
+        let ran = run_probe(probe, probe_jp);
+        let asked = master_children(|now| now.len() == 4 && !now.contains(&ran.0));
+        // The master, idle now, asks at once; a kill before that takes the other path (a
+        // zygote lost with nothing in flight), with the same outcome.
+        std::thread::sleep(Duration::from_millis(50));
+        kill_process(raw, Signal::KILL).unwrap();
+        let after = master_children(|now| {
+            now.len() == 5 && !now.contains(&zygote) && zygote_of(now).is_some()
+        });
+        let zygote_after = zygote_of(&after);
+        let next = run_probe(probe, probe_jp);
+        wrap!(&(before, zygote, ran, asked, after, zygote_after, next))
+    })
+    .unwrap();
+    let (_dir, sock) = socket_dir();
+    GLOBAL.store(3, Ordering::SeqCst);
+    let result = startup_with_result(Config::new(&sock).warm_workers(2), || {
+        start(first, wrap!(&()))
+    });
+    type Seen = (Vec<u32>, u32, Probe, Vec<u32>, Vec<u32>, Option<u32>, Probe);
+    let (before, zygote, ran, asked, after, zygote_after, next): Seen =
+        result.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!(before.len(), 5, "{before:?}");
+    assert!(before.contains(&ran.0), "{ran:?} in {before:?}");
+    // While the zygote was stopped, no warm worker came in place of the one used.
+    assert_eq!(asked.len(), 4, "{asked:?}");
+    assert!(asked.contains(&zygote));
+    // Its death ended the request: a new zygote made the missing warm worker.
+    assert_eq!(after.len(), 5, "{after:?}");
+    assert!(
+        zygote_after.is_some_and(|z| z != zygote),
+        "{zygote_after:?}"
     );
     assert!(after.contains(&next.0), "{next:?} in {after:?}");
     assert_eq!((next.1, next.2), (3, None));
