@@ -32,7 +32,8 @@
 //! reports leaves a zombie of the master's process that the master does not know.
 //!
 //! A zygote exits when it reads the end of the control stream: the master retires it when
-//! the generation changes, and at its end. It dies with the master (`PR_SET_PDEATHSIG`).
+//! the generation changes or it stops, and kills it at its end. It dies with the master
+//! (`PR_SET_PDEATHSIG`).
 //!
 //! [`sys::clone_sibling`]: crate::sys::clone_sibling
 
