@@ -118,6 +118,17 @@ pub(crate) fn decode_report(body: &[u8]) -> Option<Report> {
     }
 }
 
+/// The report a frame of the control channel holds, with its descriptor (a `FORKED`
+/// report's pidfd); `None` for anything else, or more than one descriptor.
+fn report_of(frame: netmcore_ipc::channel::Frame) -> Option<(Report, Option<OwnedFd>)> {
+    let (body, mut fds) = frame.into_parts();
+    let fd = fds.pop();
+    if !fds.is_empty() {
+        return None;
+    }
+    Some((decode_report(body.as_ref())?, fd))
+}
+
 /// A request in flight: its number and the master's end of the warm worker's channel.
 #[derive(Debug)]
 struct Pending {
@@ -263,8 +274,8 @@ impl Zygote {
             let Some(control) = &mut self.control else {
                 return;
             };
-            let (body, mut fds) = match control.try_recv() {
-                Ok(Some(frame)) => frame.into_parts(),
+            let frame = match control.try_recv() {
+                Ok(Some(frame)) => frame,
                 Ok(None) => return,
                 Err(e) => {
                     if !matches!(e, netmcore_ipc::Error::Closed) {
@@ -275,8 +286,7 @@ impl Zygote {
                     return;
                 }
             };
-            let pidfd = fds.pop();
-            let Some(report) = decode_report(body.as_ref()).filter(|_| fds.is_empty()) else {
+            let Some((report, pidfd)) = report_of(frame) else {
                 tracing::error!("a zygote sent something else than a report: killing it");
                 self.kill();
                 self.end_of_stream(out);
@@ -379,15 +389,14 @@ impl Zygote {
         while !self.pending.is_empty()
             && let Some(control) = &mut self.control
         {
-            let (body, mut fds) = match control.recv_timeout(ANSWER_AT_SHUTDOWN) {
-                Ok(frame) => frame.into_parts(),
-                Err(_) => break,
+            let Some((report, pidfd)) = control
+                .recv_timeout(ANSWER_AT_SHUTDOWN)
+                .ok()
+                .and_then(report_of)
+            else {
+                break;
             };
-            let pidfd = fds.pop();
-            match decode_report(body.as_ref()) {
-                Some(report) => self.take_report(report, pidfd, out),
-                None => break,
-            }
+            self.take_report(report, pidfd, out);
         }
     }
 
