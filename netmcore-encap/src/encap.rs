@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -187,6 +187,16 @@ impl Encap {
     pub fn into_bytes(self) -> Vec<u8> {
         match self.bytes {
             Storage::Owned(bytes) => bytes,
+            Storage::Split {
+                head,
+                run,
+                mut joined,
+            } => joined.take().unwrap_or_else(|| {
+                let mut all = crate::large::buffer(head.len() + run.len());
+                all.extend_from_slice(&head);
+                all.extend_from_slice(&run);
+                all
+            }),
             shared @ Storage::Shared { .. } => shared.as_slice().to_vec(),
         }
     }
@@ -283,12 +293,194 @@ impl Encap {
         })
     }
 
+    /// Wraps `value` like [`wrap`](Encap::wrap), in two pieces that make the envelope when put
+    /// end to end: a head of its own and a run of bytes borrowed from `value`. A `Vec<u8>` is
+    /// not copied at all: its bytes are the run and the head is the envelope's header and the
+    /// vector's length. Any other value is wrapped whole into the head, with an empty run.
+    ///
+    /// A large byte vector can so be sent without a copy of it being made first; the receiver
+    /// puts the pieces back together with [`from_pieces`](Encap::from_pieces).
+    ///
+    /// ```
+    /// use netmcore_encap::Encap;
+    ///
+    /// let data = vec![7u8; 100_000];
+    /// let pieces = Encap::wrap_pieces(&data)?;
+    /// assert_eq!(pieces.run().as_ptr(), data.as_ptr());
+    /// let mut whole = pieces.head().to_vec();
+    /// whole.extend_from_slice(pieces.run());
+    /// assert_eq!(whole, Encap::wrap(&data)?.into_bytes());
+    /// # Ok::<(), netmcore_encap::EncapError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`wrap`](Encap::wrap).
+    pub fn wrap_pieces<T: Serialize + 'static>(value: &T) -> Result<Pieces<'_>, EncapError> {
+        let Some(bytes) = (value as &dyn Any).downcast_ref::<Vec<u8>>() else {
+            return Ok(Pieces {
+                head: Encap::wrap(value)?.into_bytes(),
+                run: &[],
+            });
+        };
+        let type_name = std::any::type_name::<T>();
+        let prefix = codec::encode_into(&(bytes.len() as u64), Vec::new(), 16, MAX_PAYLOAD_LEN)
+            .map_err(|message| EncapError::Encode {
+                type_name: type_name.to_owned(),
+                message,
+            })?;
+        let payload_len = (prefix.len() as u64).saturating_add(bytes.len() as u64);
+        if payload_len > MAX_PAYLOAD_LEN {
+            return Err(EncapError::Encode {
+                type_name: type_name.to_owned(),
+                message: format!(
+                    "the payload would be {payload_len} bytes, more than the limit of {MAX_PAYLOAD_LEN}"
+                ),
+            });
+        }
+        // A `Vec<u8>`'s name is far below the limit.
+        let mut head = envelope::begin(type_name, type_identity_of::<T>(), prefix.len());
+        let payload_start = head.len();
+        head.extend_from_slice(&prefix);
+        envelope::set_payload_len(&mut head, payload_start, payload_len);
+        Ok(Pieces { head, run: bytes })
+    }
+
+    /// Checks that `head` followed by `run_len` more bytes would be exactly one envelope
+    /// (as [`from_pieces`](Encap::from_pieces) will), before the run has arrived. Never panics,
+    /// whatever the input.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_bytes`](Encap::from_bytes).
+    pub fn check_head(head: &[u8], run_len: u64) -> Result<(), EncapError> {
+        envelope::parse_head(head, run_len).map(|_| ())
+    }
+
+    /// Puts an envelope sent in two pieces (see [`wrap_pieces`](Encap::wrap_pieces)) back
+    /// together, taking both buffers over. They are joined into one only if the whole
+    /// envelope is asked for; [`into_value`](Encap::into_value) of a `Vec<u8>` returns `run`
+    /// itself.
+    ///
+    /// ```
+    /// use netmcore_encap::Encap;
+    ///
+    /// let data = vec![7u8; 100_000];
+    /// let pieces = Encap::wrap_pieces(&data)?;
+    /// let run = pieces.run().to_vec();
+    /// let at = run.as_ptr();
+    /// let encap = Encap::from_pieces(pieces.head().to_vec(), run)?;
+    /// let value: Vec<u8> = encap.into_value()?;
+    /// assert_eq!((value.as_ptr(), value.len()), (at, 100_000));
+    /// # Ok::<(), netmcore_encap::EncapError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`from_bytes`](Encap::from_bytes), for `head` followed by `run`. Never panics,
+    /// whatever the input.
+    pub fn from_pieces(head: Vec<u8>, run: Vec<u8>) -> Result<Encap, EncapError> {
+        if run.is_empty() {
+            return Encap::from_vec(head);
+        }
+        let header = envelope::parse_head(&head, run.len() as u64)?;
+        let type_name = Cow::Owned(header.type_name.to_owned());
+        let type_identity = header.type_identity;
+        let payload_start = header.payload_start;
+        Ok(Encap {
+            bytes: Storage::Split {
+                head,
+                run,
+                joined: OnceLock::new(),
+            },
+            type_name,
+            type_identity,
+            payload_start,
+        })
+    }
+
+    /// [`unwrap`](Encap::unwrap), consuming the `Encap`: a `Vec<u8>` put together by
+    /// [`from_pieces`](Encap::from_pieces) is returned without a copy.
+    ///
+    /// # Errors
+    ///
+    /// As [`unwrap`](Encap::unwrap).
+    pub fn into_value<T: DeserializeOwned + 'static>(self) -> Result<T, EncapError> {
+        if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() && self.is::<T>() {
+            if let Storage::Split { head, run, .. } = &self.bytes
+                && let Some(prefix) = head.get(self.payload_start..)
+                && let Ok((len, used)) = codec::decode_prefix::<u64>(prefix)
+                && used == prefix.len()
+                && len == run.len() as u64
+            {
+                let Storage::Split { run, .. } = self.bytes else {
+                    unreachable!("matched as Split above")
+                };
+                if let Ok(value) = (Box::new(run) as Box<dyn Any>).downcast::<T>() {
+                    return Ok(*value);
+                }
+                unreachable!("T is Vec<u8>, checked above");
+            }
+        }
+        self.unwrap()
+    }
+
     /// The payload: the serialized value without the envelope header.
     fn payload(&self) -> &[u8] {
         self.bytes
             .as_slice()
             .get(self.payload_start..)
             .unwrap_or_default()
+    }
+}
+
+/// An envelope in two pieces, made by [`Encap::wrap_pieces`]: [`head`](Pieces::head) then
+/// [`run`](Pieces::run), end to end, are the envelope [`Encap::wrap`] makes.
+#[derive(Debug, Clone)]
+pub struct Pieces<'a> {
+    head: Vec<u8>,
+    run: &'a [u8],
+}
+
+impl<'a> Pieces<'a> {
+    /// The first piece: the envelope's header and the start of its payload.
+    #[must_use]
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    /// The second piece, borrowed from the wrapped value (empty unless it is a `Vec<u8>`).
+    #[must_use]
+    pub fn run(&self) -> &'a [u8] {
+        self.run
+    }
+
+    /// The length of the whole envelope.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.head.len() + self.run.len()
+    }
+
+    /// Never: an envelope has a header.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The two pieces in one [`Encap`], the run copied after the head.
+    ///
+    /// # Errors
+    ///
+    /// None for pieces made by [`Encap::wrap_pieces`]; the check is that of
+    /// [`Encap::from_vec`].
+    pub fn into_encap(self) -> Result<Encap, EncapError> {
+        if self.run.is_empty() {
+            return Encap::from_vec(self.head);
+        }
+        let mut all = crate::large::buffer(self.len());
+        all.extend_from_slice(&self.head);
+        all.extend_from_slice(self.run);
+        Encap::from_vec(all)
     }
 }
 
@@ -307,12 +499,25 @@ enum Storage {
         start: usize,
         len: usize,
     },
+    /// Two buffers, the head and the run of bytes that completes it (see [`Encap::from_pieces`]),
+    /// joined into one only when the whole envelope is asked for.
+    Split {
+        head: Vec<u8>,
+        run: Vec<u8>,
+        joined: OnceLock<Vec<u8>>,
+    },
 }
 
 impl Storage {
     fn as_slice(&self) -> &[u8] {
         match self {
             Storage::Owned(bytes) => bytes,
+            Storage::Split { head, run, joined } => joined.get_or_init(|| {
+                let mut all = crate::large::buffer(head.len() + run.len());
+                all.extend_from_slice(head);
+                all.extend_from_slice(run);
+                all
+            }),
             Storage::Shared { owner, start, len } => (**owner)
                 .as_ref()
                 .get(*start..start.saturating_add(*len))

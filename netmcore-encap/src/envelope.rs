@@ -66,9 +66,23 @@ pub(crate) fn finish(buf: &mut [u8], payload_start: usize) {
         .copy_from_slice(&payload_len.to_le_bytes());
 }
 
+/// Writes the payload length field of an envelope begun with [`begin`] whose payload starts at
+/// `payload_start`; part of the payload may travel apart.
+pub(crate) fn set_payload_len(buf: &mut [u8], payload_start: usize, payload_len: u64) {
+    buf[payload_start - PAYLOAD_LEN_FIELD..payload_start]
+        .copy_from_slice(&payload_len.to_le_bytes());
+}
+
 /// Validates that `input` is exactly one envelope of the supported format and returns its
 /// header. Never panics, whatever the input.
 pub(crate) fn parse(input: &[u8]) -> Result<Header<'_>, EncapError> {
+    parse_head(input, 0)
+}
+
+/// Validates that `input` followed by `missing` more payload bytes (which travel apart) is
+/// exactly one envelope of the supported format and returns its header. Never panics,
+/// whatever the input.
+pub(crate) fn parse_head(input: &[u8], missing: u64) -> Result<Header<'_>, EncapError> {
     let mut reader = Reader { input, pos: 0 };
 
     let magic = reader.array::<4>("magic")?;
@@ -106,12 +120,19 @@ pub(crate) fn parse(input: &[u8]) -> Result<Header<'_>, EncapError> {
         });
     }
     let payload_start = reader.pos;
-    reader.take(payload_len, "payload")?;
+    let input_len = (input.len() as u64).saturating_add(missing);
+    let Some(here) = payload_len.checked_sub(missing) else {
+        return Err(EncapError::TrailingBytes {
+            envelope_len: (payload_start as u64).saturating_add(payload_len),
+            input_len,
+        });
+    };
+    reader.take(here, "payload")?;
 
     if reader.pos != input.len() {
         return Err(EncapError::TrailingBytes {
-            envelope_len: reader.pos as u64,
-            input_len: input.len() as u64,
+            envelope_len: (reader.pos as u64).saturating_add(missing),
+            input_len,
         });
     }
     Ok(Header {

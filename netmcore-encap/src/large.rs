@@ -32,6 +32,19 @@ pub fn set_large_buffer_hook(hook: fn(&mut Vec<u8>)) -> bool {
     HOOK.set(hook).is_ok()
 }
 
+/// An empty vector with room for `capacity` bytes, prepared by the hook set with
+/// [`set_large_buffer_hook`] when it is large: for a buffer about to be filled from
+/// elsewhere (a pipe, say).
+///
+/// ```
+/// let buffer = netmcore_encap::buffer_with_capacity(1 << 20);
+/// assert!(buffer.is_empty() && buffer.capacity() >= 1 << 20);
+/// ```
+#[must_use]
+pub fn buffer_with_capacity(capacity: usize) -> Vec<u8> {
+    buffer(capacity)
+}
+
 /// A copy of `bytes` in a vector of their length, through the hook if it is large.
 pub(crate) fn copy_of(bytes: &[u8]) -> Vec<u8> {
     let mut copy = buffer(bytes.len());

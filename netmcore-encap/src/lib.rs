@@ -109,9 +109,9 @@ mod large;
 mod payload;
 
 pub use bytes::ByteBuf;
-pub use encap::{Encap, SharedBytes, with_shared_source};
+pub use encap::{Encap, Pieces, SharedBytes, with_shared_source};
 pub use error::EncapError;
-pub use large::{LARGE_BUFFER, set_large_buffer_hook};
+pub use large::{LARGE_BUFFER, buffer_with_capacity, set_large_buffer_hook};
 pub use payload::{decode_exact, encode_to_slice, encoded_len};
 
 /// The first four bytes of every envelope: `NMEC`.

@@ -241,3 +241,115 @@ fn large_byte_buffers_round_trip() {
     assert_eq!(fast.payload_len(), plain.payload_len());
     assert_eq!(fast.unwrap::<ByteBuf>().unwrap().into_inner(), data);
 }
+
+// Envelopes in two pieces --------------------------------------------------------------------
+
+mod pieces {
+    use netmcore_encap::{Encap, EncapError};
+
+    fn joined(head: &[u8], run: &[u8]) -> Vec<u8> {
+        let mut all = head.to_vec();
+        all.extend_from_slice(run);
+        all
+    }
+
+    #[test]
+    fn a_byte_vector_is_split_into_its_header_and_its_own_bytes() {
+        for len in [0usize, 1, 127, 128, 300_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let pieces = Encap::wrap_pieces(&data).unwrap();
+            assert_eq!(pieces.run().as_ptr(), data.as_ptr(), "len {len}");
+            assert_eq!(pieces.run().len(), len);
+            let whole = Encap::wrap(&data).unwrap().into_bytes();
+            assert_eq!(joined(pieces.head(), pieces.run()), whole, "len {len}");
+            assert_eq!(pieces.len(), whole.len());
+            assert_eq!(pieces.into_encap().unwrap().into_bytes(), whole);
+        }
+    }
+
+    #[test]
+    fn other_values_go_whole_into_the_head() {
+        let value = (7u32, String::from("seven"), vec![1u8, 2, 3]);
+        let pieces = Encap::wrap_pieces(&value).unwrap();
+        assert!(pieces.run().is_empty());
+        assert_eq!(pieces.head(), Encap::wrap(&value).unwrap().as_bytes());
+        let encap = Encap::from_pieces(pieces.head().to_vec(), Vec::new()).unwrap();
+        assert_eq!(encap.into_value::<(u32, String, Vec<u8>)>().unwrap(), value);
+    }
+
+    #[test]
+    fn put_back_together_a_byte_vector_is_its_run_without_a_copy() {
+        let data = vec![9u8; 5 << 20];
+        let pieces = Encap::wrap_pieces(&data).unwrap();
+        let run = pieces.run().to_vec();
+        let at = run.as_ptr();
+        let encap = Encap::from_pieces(pieces.head().to_vec(), run).unwrap();
+        assert!(encap.is::<Vec<u8>>());
+        assert_eq!(encap.payload_len(), data.len() + 4);
+        let value: Vec<u8> = encap.into_value().unwrap();
+        assert_eq!(value.as_ptr(), at);
+        assert_eq!(value, data);
+    }
+
+    #[test]
+    fn put_back_together_an_envelope_is_the_whole_one() {
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 13) as u8).collect();
+        let pieces = Encap::wrap_pieces(&data).unwrap();
+        let encap = Encap::from_pieces(pieces.head().to_vec(), pieces.run().to_vec()).unwrap();
+        let whole = Encap::wrap(&data).unwrap();
+        assert_eq!(encap.as_bytes(), whole.as_bytes());
+        assert_eq!(encap, whole);
+        assert_eq!(encap.unwrap::<Vec<u8>>().unwrap(), data);
+        assert_eq!(encap.clone().into_bytes(), whole.clone().into_bytes());
+        // Asked as another type, it is refused by its type as a whole one is.
+        assert!(matches!(
+            encap.into_value::<Vec<u16>>(),
+            Err(EncapError::TypeMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn pieces_that_do_not_make_one_envelope_are_refused() {
+        let data = vec![1u8; 1000];
+        let pieces = Encap::wrap_pieces(&data).unwrap();
+        let head = pieces.head().to_vec();
+        // A run too short or too long for the length in the head.
+        assert!(matches!(
+            Encap::from_pieces(head.clone(), vec![1u8; 999]),
+            Err(EncapError::Truncated { .. })
+        ));
+        assert!(matches!(
+            Encap::from_pieces(head.clone(), vec![1u8; 1001]),
+            Err(EncapError::TrailingBytes { .. })
+        ));
+        assert!(Encap::check_head(&head, 1000).is_ok());
+        assert!(Encap::check_head(&head, 1001).is_err());
+        assert!(Encap::check_head(&head, u64::MAX).is_err());
+        // Every truncation of the head, and garbage.
+        for cut in 0..head.len() {
+            assert!(Encap::from_pieces(head[..cut].to_vec(), vec![1u8; 1000]).is_err());
+        }
+        assert!(matches!(
+            Encap::from_pieces(b"not an envelope".to_vec(), vec![0; 4]),
+            Err(EncapError::BadMagic { .. })
+        ));
+    }
+
+    #[test]
+    fn a_run_whose_prefix_is_wrong_is_decoded_as_a_whole_and_refused() {
+        // The head says 1004 payload bytes: a length prefix of 1000 and 1000 bytes. Give it a
+        // head whose prefix says 999 for a run of 1000: the fast path must not take it.
+        let data = vec![1u8; 1000];
+        let pieces = Encap::wrap_pieces(&data).unwrap();
+        let mut head = pieces.head().to_vec();
+        let prefix_at = head.len() - 2; // 1000 is a two-byte varint
+        let shorter = vec![0u8; 999];
+        let short = Encap::wrap_pieces(&shorter).unwrap();
+        head[prefix_at..].copy_from_slice(&short.head()[short.head().len() - 2..]);
+        let encap = Encap::from_pieces(head, vec![1u8; 1000]).unwrap();
+        assert!(matches!(
+            encap.into_value::<Vec<u8>>(),
+            Err(EncapError::PayloadTrailingBytes { trailing: 1, .. })
+        ));
+    }
+}
