@@ -406,21 +406,20 @@ impl Encap {
     ///
     /// As [`unwrap`](Encap::unwrap).
     pub fn into_value<T: DeserializeOwned + 'static>(self) -> Result<T, EncapError> {
-        if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() && self.is::<T>() {
-            if let Storage::Split { head, run, .. } = &self.bytes
-                && let Some(prefix) = head.get(self.payload_start..)
-                && let Ok((len, used)) = codec::decode_prefix::<u64>(prefix)
-                && used == prefix.len()
-                && len == run.len() as u64
-            {
-                let Storage::Split { run, .. } = self.bytes else {
-                    unreachable!("matched as Split above")
-                };
-                if let Ok(value) = (Box::new(run) as Box<dyn Any>).downcast::<T>() {
-                    return Ok(*value);
-                }
-                unreachable!("T is Vec<u8>, checked above");
-            }
+        // The head's payload is exactly the run's length: the run is the vector's bytes.
+        if TypeId::of::<T>() == TypeId::of::<Vec<u8>>()
+            && self.is::<T>()
+            && let Storage::Split { head, run, .. } = &self.bytes
+            && let Some(prefix) = head.get(self.payload_start..)
+            && let Ok((len, used)) = codec::decode_prefix::<u64>(prefix)
+            && used == prefix.len()
+            && len == run.len() as u64
+            && let Storage::Split { run, .. } = self.bytes
+        {
+            return match (Box::new(run) as Box<dyn Any>).downcast::<T>() {
+                Ok(value) => Ok(*value),
+                Err(_) => unreachable!("T is Vec<u8>, checked above"),
+            };
         }
         self.unwrap()
     }
