@@ -66,6 +66,7 @@ pub mod futex_sem;
 pub mod memfd;
 pub mod sem;
 pub mod shm;
+pub mod stream;
 pub mod wire;
 
 pub use error::{Error, Result};

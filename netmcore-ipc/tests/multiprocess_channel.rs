@@ -50,7 +50,50 @@ fn main() -> std::process::ExitCode {
             name: "rejected_descriptors_are_closed",
             run: rejected_descriptors_are_closed,
         },
+        Case {
+            name: "stream_to_a_killed_reader_is_an_error_not_a_sigpipe",
+            run: stream_to_a_killed_reader_is_an_error_not_a_sigpipe,
+        },
+        Case {
+            name: "stream_from_a_killed_writer_is_truncated",
+            run: stream_from_a_killed_writer_is_truncated,
+        },
     ])
+}
+
+/// The reader of a stream is SIGKILLed while the writer waits on a full pipe: the writer gets
+/// `Closed` and lives, although `SIGPIPE` has its default disposition (death) here.
+fn stream_to_a_killed_reader_is_an_error_not_a_sigpipe() {
+    support::sys::default_sigpipe();
+    let (mut reader, mut writer) = netmcore_ipc::stream::stream().unwrap();
+    let capacity = writer.capacity();
+    let child = fork_child(move || {
+        // Reads a pipe's worth, then dies: the writer is waiting for room by then.
+        let _ = reader.read_exact(capacity);
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        0
+    });
+    let result = writer.write_all(&vec![5u8; 64 << 20]);
+    assert!(matches!(result, Err(Error::Closed)), "{result:?}");
+    assert_eq!(child.wait().status, Status::Signaled(libc::SIGKILL));
+}
+
+/// The writer of a stream is SIGKILLed after a part of what it announced: the reader gets
+/// `Truncated` with what came.
+fn stream_from_a_killed_writer_is_truncated() {
+    let (mut reader, mut writer) = netmcore_ipc::stream::stream().unwrap();
+    let child = fork_child(move || {
+        writer.write_all(&vec![3u8; 3 << 20]).unwrap();
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        0
+    });
+    match reader.read_exact(10 << 20) {
+        Err(Error::Truncated { got, expected }) => assert_eq!((got, expected), (3 << 20, 10 << 20)),
+        other => panic!("expected a truncated stream, got {other:?}"),
+    }
+    assert_eq!(child.wait().status, Status::Signaled(libc::SIGKILL));
 }
 
 /// Runs `body` in a forked child with `end`; the parent keeps the other end. The child's exit

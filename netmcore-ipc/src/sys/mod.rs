@@ -8,6 +8,7 @@
 
 pub(crate) mod futex;
 pub(crate) mod memfd;
+pub(crate) mod pipe;
 pub(crate) mod sem;
 pub(crate) mod shm;
 pub(crate) mod socket;

@@ -76,3 +76,11 @@ impl Child {
         let _ = kill_process(self.rustix_pid(), Signal::KILL);
     }
 }
+
+/// Gives `SIGPIPE` its default disposition (the process dies of it) in this process: for a
+/// case, which runs in a process of its own, that checks nothing raises it.
+pub fn default_sigpipe() {
+    // SAFETY: installs no handler; the callers are single-threaded (see above).
+    let before = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    assert_ne!(before, libc::SIG_ERR, "signal(SIGPIPE, SIG_DFL)");
+}
