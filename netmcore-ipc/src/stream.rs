@@ -240,7 +240,10 @@ mod tests {
             data
         });
         let mut got = reader.read_exact(len - capacity).unwrap();
-        has_returned.recv().unwrap();
+        // With the pages read, the rest fits in the pipe: the writer returns.
+        has_returned
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("write_all returns once all but a pipe's worth is read");
         got.extend(reader.read_exact(capacity).unwrap());
         assert!(
             got == expected,
