@@ -849,20 +849,26 @@ impl Channel {
 
     /// Sends `message`, encoded to `len` bytes: in place into a reused buffer, or into a
     /// memfd when it is large (see [`message_memfd`](Channel::message_memfd)).
-    fn send_encoded<M: Message>(&mut self, message: &M, len: usize) -> Result<()> {
+    fn send_encoded<M: Message>(
+        &mut self,
+        message: &M,
+        len: usize,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
+        check_fds(fds.len())?;
         self.flush_blocking()?;
         if len > self.limits.threshold {
             let memfd = self.message_memfd(message, len)?;
-            return self.send_memfd(&memfd, len, &[]);
+            return self.send_memfd(&memfd, len, fds);
         }
-        let header = self.inline_header(len, 0)?.encode();
+        let header = self.inline_header(len, fds.len())?.encode();
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         scratch.extend_from_slice(&header);
         scratch.resize(HEADER_LEN + len, 0);
         let result = message
             .encode_into(&mut scratch[HEADER_LEN..])
-            .and_then(|()| self.send_all(&scratch, &[], &[]));
+            .and_then(|()| self.send_all(&scratch, &[], fds));
         self.scratch = scratch;
         result
     }
@@ -1237,7 +1243,25 @@ impl Channel {
     /// As [`send`](Channel::send), and [`Error::Protocol`] when it cannot be encoded.
     pub fn send_msg<M: Message>(&mut self, message: &M) -> Result<()> {
         let len = message.encoded_len()?;
-        self.send_encoded(message, len)
+        self.send_encoded(message, len, &[])
+    }
+
+    /// [`send_msg`](Channel::send_msg) with descriptors attached (at most [`MAX_FDS`]), for
+    /// the few messages that carry one (a [`Request::StartStream`](crate::wire::Request)'s
+    /// pipe). The receiver takes them with [`recv_msg_with_fds`](Channel::recv_msg_with_fds)
+    /// or [`try_recv_msg_with_fds`](Channel::try_recv_msg_with_fds); the caller's stay open.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_with_fds`](Channel::send_with_fds), and [`Error::Protocol`] when the message
+    /// cannot be encoded.
+    pub fn send_msg_with_fds<M: Message>(
+        &mut self,
+        message: &M,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
+        let len = message.encoded_len()?;
+        self.send_encoded(message, len, fds)
     }
 
     /// Encodes `message` and [queues](Channel::queue) it (never blocks).
@@ -1279,6 +1303,43 @@ impl Channel {
             Ok(None)
         }
     }
+
+    /// [`recv_msg`](Channel::recv_msg) of a message that may come with descriptors: they are
+    /// returned with it, for the caller to check against what the message says.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_msg`](Channel::recv_msg), descriptors aside.
+    pub fn recv_msg_with_fds<M: Message>(&mut self) -> Result<(M, Vec<OwnedFd>)> {
+        loop {
+            self.wait_for_frame(None)?;
+            if let Some(message) = self.decoder.next_with(decode_message_with_fds)? {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// [`try_recv_msg`](Channel::try_recv_msg) of a message that may come with descriptors
+    /// (see [`recv_msg_with_fds`](Channel::recv_msg_with_fds)).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv_msg`](Channel::try_recv_msg), descriptors aside.
+    pub fn try_recv_msg_with_fds<M: Message>(&mut self) -> Result<Option<(M, Vec<OwnedFd>)>> {
+        if self.fill_nonblocking()? {
+            self.decoder.next_with(decode_message_with_fds)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// Decodes a message from a frame body where it lies, with the descriptors that came with it.
+fn decode_message_with_fds<M: Message>(
+    body: RawBody<'_>,
+    fds: Vec<OwnedFd>,
+) -> Result<(M, Vec<OwnedFd>)> {
+    decode_message(body, Vec::new()).map(|message| (message, fds))
 }
 
 /// Decodes a message from a frame body where it lies; messages carry no descriptors.

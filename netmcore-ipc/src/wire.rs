@@ -69,8 +69,9 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result, codec};
 
 /// The version of the frame layout, the message encoding and the conversation rules, sent in
-/// every frame header. Version 2: [`Request::Release`] is answered.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// every frame header. Version 2: [`Request::Release`] is answered. Version 3:
+/// [`Request::StartStream`].
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// What a worker sends to the master: one variant per facade call a worker can make, plus
 /// the delivery of its process's outcome.
@@ -144,6 +145,22 @@ pub enum Request {
         prefix: String,
         /// The size in bytes.
         size: u64,
+    },
+    /// `start_with` of an argument in two pieces (`Encap::wrap_pieces`): the `head` here, and
+    /// the `run_len` bytes that complete it through the pipe whose read end comes with the
+    /// frame, the one descriptor a request may carry. The master passes the pipe to the new
+    /// process, which reads the run; answered as [`Start`](Request::Start). The worker
+    /// writes the run once the request is sent and reads the answer after.
+    StartStream {
+        /// The fork point of the process type.
+        fork_point: ResId,
+        /// The envelope's first piece.
+        #[serde(with = "netmcore_encap::bytes")]
+        head: Vec<u8>,
+        /// The length of the second piece, which comes through the pipe.
+        run_len: u64,
+        /// Which inheritable resources the new process receives.
+        inherit: Inherit,
     },
 }
 
@@ -377,6 +394,16 @@ impl fmt::Display for Request {
             Request::CreateShm { prefix, size } => {
                 write!(f, "create shm {prefix:?} of {size} bytes")
             }
+            Request::StartStream {
+                fork_point,
+                head,
+                run_len,
+                ..
+            } => write!(
+                f,
+                "start through {fork_point} with {} + {run_len} bytes through a pipe",
+                head.len()
+            ),
         }
     }
 }
@@ -478,6 +505,12 @@ mod tests {
             Request::CreateShm {
                 prefix: "/netmcore-shared-".into(),
                 size: 4096,
+            },
+            Request::StartStream {
+                fork_point: ResId(5),
+                head: b"NMEC head".to_vec(),
+                run_len: 64 << 20,
+                inherit: Inherit::All,
             },
         ]
     }

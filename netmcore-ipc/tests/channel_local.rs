@@ -566,3 +566,43 @@ fn a_nonblocking_descriptor_still_blocks_in_recv_and_send() {
     a.send(&[1; 60_000]).unwrap();
     assert_eq!(b.recv().unwrap().body(), &[1; 60_000][..]);
 }
+
+#[test]
+fn a_message_travels_with_its_descriptor_and_a_plain_receive_refuses_it() {
+    let (mut a, mut b) = Channel::pair().unwrap();
+    let (reader, mut writer) = netmcore_ipc::stream::stream().unwrap();
+    let request = Request::StartStream {
+        fork_point: ResId(3),
+        head: b"head".to_vec(),
+        run_len: 5,
+        inherit: Inherit::Nothing,
+    };
+    a.send_msg_with_fds(&request, &[reader.as_fd()]).unwrap();
+    drop(reader);
+    let (got, mut fds) = b.recv_msg_with_fds::<Request>().unwrap();
+    assert_eq!(got, request);
+    assert_eq!(fds.len(), 1);
+    // The descriptor is the stream's read end.
+    writer.write_all(b"12345").unwrap();
+    let mut received = netmcore_ipc::stream::Reader::from_fd(fds.remove(0)).unwrap();
+    assert_eq!(received.read_exact(5).unwrap(), b"12345");
+
+    // Without descriptors, it is the same message.
+    a.send_msg_with_fds(&request, &[]).unwrap();
+    assert_eq!(
+        b.try_recv_msg_with_fds::<Request>()
+            .unwrap()
+            .map(|(_, f)| f.len()),
+        Some(0)
+    );
+    // A plain receive takes no descriptors: the frame is refused (and its descriptor closed),
+    // and the channel goes on.
+    let memfd = memfd_with(b"any descriptor");
+    a.send_msg_with_fds(&request, &[memfd.as_fd()]).unwrap();
+    assert!(matches!(
+        b.recv_msg::<Request>(),
+        Err(Error::Protocol { .. })
+    ));
+    a.send_msg(&Request::SelfProcessId).unwrap();
+    assert_eq!(b.recv_msg::<Request>().unwrap(), Request::SelfProcessId);
+}

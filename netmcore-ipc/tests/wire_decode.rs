@@ -60,6 +60,14 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(prefix, size)| Request::CreatePreallocatedShm { prefix, size }),
         Just(Request::SelfProcessId),
         (".*", any::<u64>()).prop_map(|(prefix, size)| Request::CreateShm { prefix, size }),
+        (res_id(), any::<Vec<u8>>(), any::<u64>(), inherit()).prop_map(
+            |(fork_point, head, run_len, inherit)| Request::StartStream {
+                fork_point,
+                head,
+                run_len,
+                inherit
+            }
+        ),
     ]
 }
 
