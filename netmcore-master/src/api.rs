@@ -3,12 +3,13 @@
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
-use netmcore_encap::Encap;
+use netmcore_encap::{Encap, Pieces};
+use netmcore_ipc::stream;
 use netmcore_ipc::wire::{Request, Response};
 use netmcore_resources::{Holder, Inherit, ProcessId, ResId};
 
 use crate::config::Config;
-use crate::master::Master;
+use crate::master::{Argument, Master};
 use crate::state::{self, Phase, Role, role};
 use crate::{Error, Result, worker};
 
@@ -223,12 +224,58 @@ pub fn start_with(fork_point: ResId, arg: Encap, inherit: Inherit) -> Result<Pro
             }
         }
         Role::Master => match &mut *state::lock() {
-            Phase::Running(master) => master.spawn(fork_point, arg, &inherit, Holder::Master),
+            Phase::Running(master) => {
+                master.spawn(fork_point, Argument::Whole(arg), &inherit, Holder::Master)
+            }
             _ => Err(Error::NotStarted),
         },
         Role::PreStartup => Err(Error::NotStarted),
     }
 }
+
+/// [`start_with`] of an argument in two pieces ([`Encap::wrap_pieces`]), for a large byte
+/// vector: from a worker, the run goes through a pipe straight from `arg`'s buffer to the new
+/// process, which reads it into its own; no copy of it is made before. The call returns once
+/// the process exists and has read all but the last pipe's worth (1 MiB) of the run, so the
+/// buffer `arg` borrows is free again. A small run, or a call in the master, is put together
+/// and started as [`start_with`] does.
+///
+/// ```no_run
+/// use netmcore_encap::Encap;
+/// use netmcore_resources::{Inherit, ResId};
+///
+/// # fn example(fork_point: ResId) -> netmcore_master::Result<()> {
+/// let data = vec![0u8; 64 << 20];
+/// let pid = netmcore_master::start_pieces(fork_point, Encap::wrap_pieces(&data)?, Inherit::Nothing)?;
+/// # let _ = pid;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// As [`start_with`], and [`Error::Protocol`] when the pipe cannot be made.
+pub fn start_pieces(fork_point: ResId, arg: Pieces<'_>, inherit: Inherit) -> Result<ProcessId> {
+    if role() != Role::Worker || arg.run().len() < STREAM_AT_LEAST {
+        return start_with(fork_point, arg.into_encap()?, inherit);
+    }
+    let pipe = stream::stream().map_err(|e| Error::channel("start", e))?;
+    let request = Request::StartStream {
+        fork_point,
+        head: arg.head().to_vec(),
+        run_len: arg.run().len() as u64,
+        inherit,
+    };
+    match worker::call_stream("start", &request, pipe, arg.run())? {
+        Response::Started(pid) => Ok(pid),
+        Response::Error(e) => Err(Error::from_remote(e)),
+        other => Err(worker::unexpected("start", &other)),
+    }
+}
+
+/// The shortest run [`start_pieces`] sends through a pipe: 1 MiB. A shorter argument goes
+/// whole, in a message (a memfd above 64 KiB).
+pub const STREAM_AT_LEAST: usize = 1 << 20;
 
 /// Waits for process `pid`, started through the fork point of `join_point`, and returns its
 /// result: `Some` when its body returned, `None` when it panicked, exited, was killed or died

@@ -75,7 +75,8 @@ pub use admin::{
     admin_status,
 };
 pub use api::{
-    def_process, join, join_nowait, self_process_id, start, start_with, startup,
+    STREAM_AT_LEAST, def_process, join, join_nowait, self_process_id, start, start_pieces,
+    start_with, startup,
     startup_with_result,
 };
 pub use board::{death_board, self_tag};

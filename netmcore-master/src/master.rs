@@ -29,9 +29,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use netmcore_encap::Encap;
+use netmcore_encap::{Encap, EncapError};
 use netmcore_ipc::channel::Channel;
 use netmcore_ipc::shm::{MapOptions, ShmObject};
+use netmcore_ipc::stream;
 use netmcore_ipc::wire::{Outcome, RemoteError, Request, Response};
 use netmcore_resources::ledger::{Ledger, LedgerObject};
 use netmcore_resources::registry::{Action, Destroy, JoinOutcome, ProcessState};
@@ -511,8 +512,8 @@ impl Master {
             else {
                 return;
             };
-            match channel.try_recv_msg::<Request>() {
-                Ok(Some(request)) => self.serve(pid, request),
+            match channel.try_recv_msg_with_fds::<Request>() {
+                Ok(Some((request, fds))) => self.serve(pid, request, fds),
                 Ok(None) => return,
                 Err(netmcore_ipc::Error::Closed | netmcore_ipc::Error::Truncated { .. }) => {
                     // The worker is ending; its pidfd tells when it is gone.
@@ -578,9 +579,18 @@ impl Master {
         }
     }
 
-    /// Serves one request of worker `from`.
-    fn serve(&mut self, from: ProcessId, request: Request) {
+    /// Serves one request of worker `from`, which came with the descriptors `fds` (only a
+    /// `StartStream` has one).
+    fn serve(&mut self, from: ProcessId, request: Request, mut fds: Vec<OwnedFd>) {
         verbose!(pid = from.0, %request, "request from {from}");
+        let wanted = usize::from(matches!(request, Request::StartStream { .. }));
+        if fds.len() != wanted {
+            self.violation(
+                from,
+                &format!("{} descriptors with a request that takes {wanted}", fds.len()),
+            );
+            return;
+        }
         if self
             .workers
             .get(&from)
@@ -605,7 +615,18 @@ impl Master {
                 fork_point,
                 arg,
                 inherit,
-            } => match self.spawn(fork_point, arg, &inherit, by) {
+            } => match self.spawn(fork_point, Argument::Whole(arg), &inherit, by) {
+                Ok(pid) => Response::Started(pid),
+                Err(e) => Response::Error(remote_error(&e)),
+            },
+            Request::StartStream {
+                fork_point,
+                head,
+                run_len,
+                inherit,
+            } => match Argument::stream(head, run_len, fds.pop())
+                .and_then(|arg| self.spawn(fork_point, arg, &inherit, by))
+            {
                 Ok(pid) => Response::Started(pid),
                 Err(e) => Response::Error(remote_error(&e)),
             },
@@ -826,7 +847,7 @@ impl Master {
     pub(crate) fn spawn(
         &mut self,
         fork_point: ResId,
-        arg: Encap,
+        arg: Argument,
         inherit: &Inherit,
         by: Holder,
     ) -> Result<ProcessId> {
@@ -878,7 +899,8 @@ impl Master {
                         awaiting_reply: false,
                     },
                 );
-                // The child has its own copy of the argument; the master keeps none.
+                // The child has its own copy of the argument (and of its pipe); the master
+                // keeps none.
                 drop(arg);
                 Ok(pid)
             }
@@ -933,17 +955,19 @@ impl Master {
         &mut self,
         pid: ProcessId,
         fork_point: ResId,
-        arg: Encap,
+        arg: Argument,
         inherited: Vec<ResId>,
-    ) -> std::result::Result<(), Encap> {
-        if arg.as_bytes().len() > WARM_ARG_LIMIT {
-            return Err(arg);
-        }
+    ) -> std::result::Result<(), Argument> {
+        let arg = match arg {
+            Argument::Whole(arg) if arg.as_bytes().len() <= WARM_ARG_LIMIT => arg,
+            // A stream goes to a child forked now, which inherits its pipe.
+            arg => return Err(arg),
+        };
         let Some(mut warm) = self.warm.take(self.defs.generation) else {
-            return Err(arg);
+            return Err(Argument::Whole(arg));
         };
         let Some(mut channel) = warm.channel.take() else {
-            return Err(arg);
+            return Err(Argument::Whole(arg));
         };
         let run = Response::Run {
             pid,
@@ -957,7 +981,7 @@ impl Master {
             let Response::Run { arg, .. } = run else {
                 unreachable!("built as a Run above")
             };
-            return Err(arg);
+            return Err(Argument::Whole(arg));
         }
         self.workers.insert(
             pid,
@@ -1053,7 +1077,7 @@ impl Master {
                     )));
                     std::process::exit(0)
                 };
-                self.run_process(pid, channel, &body, arg)
+                self.run_process(pid, channel, &body, Argument::Whole(arg))
             }
             // Retired (the end of the stream), told to exit, or a master gone.
             Ok(_) | Err(netmcore_ipc::Error::Closed) => std::process::exit(0),
@@ -1111,10 +1135,22 @@ impl Master {
     }
 
     /// Runs process `pid` in this worker, then reports and exits.
-    fn run_process(&mut self, pid: ProcessId, mut channel: Channel, body: &Body, arg: Encap) -> ! {
+    fn run_process(
+        &mut self,
+        pid: ProcessId,
+        mut channel: Channel,
+        body: &Body,
+        arg: Argument,
+    ) -> ! {
         channel.set_busy_poll(self.busy_poll / WORKER_SPIN_DIVISOR);
         worker::install(channel, pid);
-        let outcome = worker::run_body(pid, body, arg);
+        let outcome = match arg.into_encap() {
+            Ok(arg) => worker::run_body(pid, body, arg),
+            Err(message) => {
+                tracing::error!(pid = pid.0, "{pid} did not get its argument: {message}");
+                Outcome::Failed(message)
+            }
+        };
         worker::finish(outcome);
         std::process::exit(0)
     }
@@ -1575,6 +1611,69 @@ impl Normalize for Timespec {
 }
 
 /// An error of the OS layer met by the master itself.
+/// A process's argument as the master has it.
+#[derive(Debug)]
+pub(crate) enum Argument {
+    /// One envelope.
+    Whole(Encap),
+    /// In two pieces (`Encap::wrap_pieces`): the head, and `run_len` bytes that the new
+    /// process reads from `pipe`, written there by the process that starts it.
+    Stream {
+        head: Vec<u8>,
+        run_len: usize,
+        pipe: stream::Reader,
+    },
+}
+
+impl Argument {
+    /// The argument of a `StartStream` request, checked: a head that makes one envelope with
+    /// `run_len` more bytes, and the read end of a pipe.
+    fn stream(head: Vec<u8>, run_len: u64, pipe: Option<OwnedFd>) -> Result<Argument> {
+        Encap::check_head(&head, run_len)?;
+        let run_len = usize::try_from(run_len).map_err(|_| {
+            EncapError::TooLarge {
+                part: "streamed payload",
+                declared: run_len,
+                limit: usize::MAX as u64,
+            }
+        })?;
+        let pipe = pipe.ok_or(Error::Protocol {
+            call: "start",
+            source: netmcore_ipc::Error::Protocol {
+                what: "start request",
+                reason: "no pipe for the argument".to_owned(),
+            },
+        })?;
+        let pipe = stream::Reader::from_fd(pipe).map_err(|e| from_ipc("start", e))?;
+        Ok(Argument::Stream {
+            head,
+            run_len,
+            pipe,
+        })
+    }
+
+    /// The argument as one envelope; for a stream, in the new process, once its run is read
+    /// from the pipe. The error says what went wrong, for the process's report.
+    fn into_encap(self) -> std::result::Result<Encap, String> {
+        match self {
+            Argument::Whole(arg) => Ok(arg),
+            Argument::Stream {
+                head,
+                run_len,
+                mut pipe,
+            } => {
+                let run = pipe.read_exact(run_len).map_err(|e| match e {
+                    netmcore_ipc::Error::Truncated { got, expected } => format!(
+                        "its argument stopped after {got} of the {expected} bytes sent through a pipe (the starting process died?)"
+                    ),
+                    e => format!("its argument could not be read from its pipe: {e}"),
+                })?;
+                Encap::from_pieces(head, run).map_err(|e| format!("its argument: {e}"))
+            }
+        }
+    }
+}
+
 pub(crate) fn from_ipc(call: &'static str, e: netmcore_ipc::Error) -> Error {
     match e {
         netmcore_ipc::Error::Os { op, target, source } => Error::Io { op, target, source },

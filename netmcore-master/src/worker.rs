@@ -2,6 +2,7 @@
 //! running of a process body.
 
 use std::any::Any;
+use std::os::fd::AsFd;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Mutex, PoisonError};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use netmcore_encap::Encap;
 use netmcore_ipc::channel::Channel;
+use netmcore_ipc::stream;
 use netmcore_ipc::shm::SharedMemory;
 use netmcore_ipc::wire::{Outcome, Request, Response};
 use netmcore_resources::{ProcessId, ResId};
@@ -106,6 +108,45 @@ pub(crate) fn call(call: &'static str, request: &Request) -> Result<Response> {
         .map_err(|e| Error::channel(call, e))?;
     match response {
         // A master that tells an ordinary worker to stop is as good as gone for it.
+        Response::Shutdown => Err(Error::MasterGone),
+        response if response.is_unprompted() => Err(unexpected(call, &response)),
+        response => Ok(response),
+    }
+}
+
+/// Sends the `StartStream` `request` with the read end of `pipe`, writes `run` into the pipe
+/// (the new process reads it as it comes), then waits for the response.
+///
+/// A pipe whose reader is gone (the master refused the request, or the new process died)
+/// ends the writing; the response says which.
+pub(crate) fn call_stream(
+    call: &'static str,
+    request: &Request,
+    pipe: (stream::Reader, stream::Writer),
+    run: &[u8],
+) -> Result<Response> {
+    let (reader, mut writer) = pipe;
+    let mut guard = client();
+    let client = guard.as_mut().ok_or(Error::MasterGone)?;
+    verbose!(pid = client.pid.0, %request, "{call}: request to the master");
+    client.channel.set_busy_poll(spin_for(request, client.spin));
+    client
+        .channel
+        .send_msg_with_fds(request, &[reader.as_fd()])
+        .map_err(|e| Error::channel(call, e))?;
+    // Only the new process may hold the read end, so that its death closes the pipe.
+    drop(reader);
+    match writer.write_all(run) {
+        Ok(()) | Err(netmcore_ipc::Error::Closed) => {}
+        // The new process reports a run cut short; the response comes all the same.
+        Err(e) => tracing::warn!(error = %e, "{call}: writing the argument into its pipe"),
+    }
+    drop(writer);
+    let response: Response = client
+        .channel
+        .recv_msg()
+        .map_err(|e| Error::channel(call, e))?;
+    match response {
         Response::Shutdown => Err(Error::MasterGone),
         response if response.is_unprompted() => Err(unexpected(call, &response)),
         response => Ok(response),

@@ -71,7 +71,7 @@ where
 {
     let (fork_point, join_point) = netmcore_master::def_process(move |arg: Encap| {
         let arg: A = arg
-            .unwrap()
+            .into_value()
             .unwrap_or_else(|e| panic!("the argument of a process: {e}"));
         let result = body(arg);
         Encap::wrap(&result).unwrap_or_else(|e| panic!("the result of a process: {e}"))
@@ -101,12 +101,15 @@ where
     /// Starts a process of this type with `arg` and the inheritance `inherit` (see
     /// [`crate::start_with`]).
     ///
+    /// A large `Vec<u8>` argument goes from a worker to the new process through a pipe, with
+    /// no copy of it made before (see [`netmcore_master::start_pieces`]).
+    ///
     /// # Errors
     ///
     /// As [`crate::start_with`], and [`Error::Encap`](crate::Error::Encap) when `arg` cannot
     /// be encoded.
     pub fn start_with(&self, arg: &A, inherit: Inherit) -> Result<ProcessId> {
-        netmcore_master::start_with(self.fork_point, Encap::wrap(arg)?, inherit)
+        netmcore_master::start_pieces(self.fork_point, Encap::wrap_pieces(arg)?, inherit)
     }
 
     /// Waits for process `pid` of this type and returns its result (see [`crate::join`]).
