@@ -76,8 +76,7 @@ pub use admin::{
 };
 pub use api::{
     STREAM_AT_LEAST, def_process, join, join_nowait, self_process_id, start, start_pieces,
-    start_with, startup,
-    startup_with_result,
+    start_with, startup, startup_with_result,
 };
 pub use board::{death_board, self_tag};
 pub use config::Config;

@@ -587,7 +587,10 @@ impl Master {
         if fds.len() != wanted {
             self.violation(
                 from,
-                &format!("{} descriptors with a request that takes {wanted}", fds.len()),
+                &format!(
+                    "{} descriptors with a request that takes {wanted}",
+                    fds.len()
+                ),
             );
             return;
         }
@@ -1630,12 +1633,10 @@ impl Argument {
     /// `run_len` more bytes, and the read end of a pipe.
     fn stream(head: Vec<u8>, run_len: u64, pipe: Option<OwnedFd>) -> Result<Argument> {
         Encap::check_head(&head, run_len)?;
-        let run_len = usize::try_from(run_len).map_err(|_| {
-            EncapError::TooLarge {
-                part: "streamed payload",
-                declared: run_len,
-                limit: usize::MAX as u64,
-            }
+        let run_len = usize::try_from(run_len).map_err(|_| EncapError::TooLarge {
+            part: "streamed payload",
+            declared: run_len,
+            limit: usize::MAX as u64,
         })?;
         let pipe = pipe.ok_or(Error::Protocol {
             call: "start",

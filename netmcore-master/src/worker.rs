@@ -2,16 +2,16 @@
 //! running of a process body.
 
 use std::any::Any;
-use std::os::fd::AsFd;
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use netmcore_encap::Encap;
 use netmcore_ipc::channel::Channel;
-use netmcore_ipc::stream;
 use netmcore_ipc::shm::SharedMemory;
+use netmcore_ipc::stream;
 use netmcore_ipc::wire::{Outcome, Request, Response};
 use netmcore_resources::{ProcessId, ResId};
 

@@ -101,12 +101,13 @@
 pub mod pool;
 pub mod process;
 
-pub use netmcore_encap::{ByteBuf, Encap, EncapError};
+pub use netmcore_encap::{ByteBuf, Encap, EncapError, Pieces};
 pub use netmcore_master::{
-    ComputeResource, Config, DestroyReport, Error, ResourceRepr, Result, Role, SharedMemory,
-    create_preallocated_shm, create_shm, def_process, destroy_resources, destroy_resources_in,
-    get_file, get_resource, get_sem, get_shm, join, join_nowait, manage_file, manage_sem,
-    manage_shm, release, role, self_process_id, start, start_with, startup,
+    ComputeResource, Config, DestroyReport, Error, ResourceRepr, Result, Role, STREAM_AT_LEAST,
+    SharedMemory, create_preallocated_shm, create_shm, def_process, destroy_resources,
+    destroy_resources_in, get_file, get_resource, get_sem, get_shm, join, join_nowait, manage_file,
+    manage_sem, manage_shm, release, role, self_process_id, start, start_pieces, start_with,
+    startup,
 };
 pub use netmcore_resources::ledger::{LedgerObject, ObjectKind};
 pub use netmcore_resources::{Inherit, ProcessId, ResId, ResourceKind};

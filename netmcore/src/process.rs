@@ -102,7 +102,7 @@ where
     /// [`crate::start_with`]).
     ///
     /// A large `Vec<u8>` argument goes from a worker to the new process through a pipe, with
-    /// no copy of it made before (see [`netmcore_master::start_pieces`]).
+    /// no copy of it made before (see [`crate::start_pieces`]).
     ///
     /// # Errors
     ///

@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         body_segv_join_is_none,
         faults_side_by_side_with_a_waiting_join,
         first_process_panics_run_is_none,
+        requester_killed_while_streaming_an_argument,
+        taker_killed_while_reading_its_argument,
+        hostile_stream_requests,
     ])
 }
 
@@ -178,4 +181,159 @@ fn first_process_panics_run_is_none(s: &Scenario) -> anyhow::Result<()> {
     let out = netmcore::run(s.config(), &plain, &1)?;
     ensure!(out == Some(2), "the run after it gave {out:?}");
     Ok(())
+}
+
+/// The size of the arguments streamed below: large enough that the stream lasts a while
+/// (about 0.2 s on the reference machine).
+const STREAMED: usize = 512 << 20;
+
+/// The master's Unix pid, seen from one of its workers.
+fn master_pid() -> i32 {
+    rustix::process::Pid::as_raw(rustix::process::getppid())
+}
+
+/// A worker of `master` blocked reading a pipe (not the guardian, which reads its own pipe
+/// from a session of its own), if there is one.
+fn worker_reading_a_pipe(master: i32) -> Option<i32> {
+    support::children_of(master)
+        .iter()
+        .filter(|p| p.pgrp != p.pid)
+        .map(|p| p.pid)
+        .find(|&pid| support::reads_a_pipe(pid))
+}
+
+/// A worker is SIGKILLed while it writes a large `Vec<u8>` argument into the pipe of the
+/// process it starts: that process reads a cut argument and ends on its own (nothing is left
+/// reading a pipe), and the master goes on.
+fn requester_killed_while_streaming_an_argument(s: &Scenario) -> anyhow::Result<()> {
+    let taker = process::def_process(|buf: Vec<u8>| buf.len() as u64)?;
+    let requester = process::def_process(move |pid_file: PathBuf| -> u64 {
+        support::write_own_pid(&pid_file).expect("write the pid file");
+        let pid = taker.start(&vec![7u8; STREAMED]).expect("start");
+        taker.join(pid).ok().flatten().unwrap_or(0)
+    })?;
+    let (_, plain) = types()?;
+    let coordinator = coordinator(move |pid_file: PathBuf| {
+        let master = master_pid();
+        let r = requester.start(&pid_file)?;
+        support::wait_for_file(&pid_file)?;
+        let unix = support::read_pid(&pid_file)?;
+        support::wait_until("the requester writes its argument into the pipe", || {
+            support::syscall_of(unix).is_some_and(|(n, _)| n == libc::SYS_vmsplice)
+        })?;
+        support::send_signal(unix, Signal::KILL)?;
+        let out = requester.join(r)?;
+        ensure!(out.is_none(), "the killed requester gave {out:?}");
+        support::wait_until("no worker reads a pipe", || {
+            worker_reading_a_pipe(master).is_none()
+        })?;
+        let pid = plain.start(&1)?;
+        ensure!(plain.join(pid)? == Some(2), "after it");
+        Ok(())
+    })?;
+    run_coordinator(s, &coordinator, &s.path("requester.pid"))
+}
+
+/// The process being started is SIGKILLed while it reads its large `Vec<u8>` argument from
+/// the pipe: its starter's `start` returns (the process existed) without a `SIGPIPE`, and its
+/// `join` gives `None`.
+fn taker_killed_while_reading_its_argument(s: &Scenario) -> anyhow::Result<()> {
+    let taker = process::def_process(|buf: Vec<u8>| buf.len() as u64)?;
+    let requester = process::def_process(move |(): ()| -> Result<Option<u64>, String> {
+        let pid = taker
+            .start(&vec![7u8; STREAMED])
+            .map_err(|e| format!("{e:#}"))?;
+        taker.join(pid).map_err(|e| format!("{e:#}"))
+    })?;
+    let (_, plain) = types()?;
+    let coordinator = coordinator(move |()| {
+        let master = master_pid();
+        let r = requester.start(&())?;
+        let mut victim = None;
+        support::wait_until("a worker reads its argument", || {
+            victim = worker_reading_a_pipe(master);
+            victim.is_some()
+        })?;
+        support::send_signal(victim.unwrap_or_default(), Signal::KILL)?;
+        let out = requester.join(r)?;
+        ensure!(out == Some(Ok(None)), "the requester gave {out:?}");
+        let pid = plain.start(&1)?;
+        ensure!(plain.join(pid)? == Some(2), "after it");
+        Ok(())
+    })?;
+    run_coordinator(s, &coordinator, &())
+}
+
+/// A worker writes `StartStream` requests the API never would. A head that is no envelope,
+/// or a descriptor that is no pipe, is refused with an error and the worker goes on; a pipe
+/// closed without its run starts a process that fails (its join is `None`). A `StartStream`
+/// without its pipe, or another request with a descriptor, breaks the protocol: the master
+/// kills that worker. The master serves on after each.
+fn hostile_stream_requests(s: &Scenario) -> anyhow::Result<()> {
+    use netmcore::{Encap, Inherit};
+    use netmcore_ipc::stream;
+    use netmcore_ipc::wire::{Request, Response};
+    use std::os::fd::AsFd as _;
+
+    let taker = process::def_process(|buf: Vec<u8>| buf.len() as u64)?;
+    let fork_point = taker.fork_point();
+    let probe = process::def_process(move |what: u8| -> Result<String, String> {
+        let run = || -> anyhow::Result<String> {
+            let mut channel = support::sys::own_channel()?;
+            let data = vec![1u8; 2 << 20];
+            let pieces = Encap::wrap_pieces(&data)?;
+            let start = |head: &[u8]| Request::StartStream {
+                fork_point,
+                head: head.to_vec(),
+                run_len: data.len() as u64,
+                inherit: Inherit::Nothing,
+            };
+            let (reader, writer) = stream::stream()?;
+            let memfd = netmcore_ipc::memfd::Memfd::from_bytes("not a pipe", b"x")?;
+            match what {
+                0 => channel.send_msg_with_fds(&start(b"no envelope"), &[reader.as_fd()])?,
+                1 => channel.send_msg_with_fds(&start(pieces.head()), &[memfd.as_fd()])?,
+                2 => {
+                    channel.send_msg_with_fds(&start(pieces.head()), &[reader.as_fd()])?;
+                    drop((reader, writer));
+                }
+                3 => channel.send_msg(&start(pieces.head()))?,
+                _ => channel.send_msg_with_fds(&Request::SelfProcessId, &[reader.as_fd()])?,
+            }
+            let answer = channel.recv_msg::<Response>()?;
+            let told = match answer {
+                Response::Error(e) => format!("refused: {e:?}"),
+                Response::Started(pid) => {
+                    let out = taker.join(pid)?;
+                    anyhow::ensure!(out.is_none(), "a process with a cut argument gave {out:?}");
+                    "started, failed".to_owned()
+                }
+                other => anyhow::bail!("answered {other:?}"),
+            };
+            // The conversation goes on.
+            channel.send_msg(&Request::SelfProcessId)?;
+            match channel.recv_msg::<Response>()? {
+                Response::ProcessId(_) => Ok(told),
+                other => anyhow::bail!("then answered {other:?}"),
+            }
+        };
+        run().map_err(|e| format!("{e:#}"))
+    })?;
+    let (_, plain) = types()?;
+    let coordinator = coordinator(move |()| {
+        for what in 0..5u8 {
+            let pid = probe.start(&what)?;
+            let out = probe.join(pid)?;
+            match (what, &out) {
+                (0 | 1, Some(Ok(told))) if told.starts_with("refused") => {}
+                (2, Some(Ok(told))) if told == "started, failed" => {}
+                (3 | 4, None) => {}
+                _ => anyhow::bail!("probe {what} gave {out:?}"),
+            }
+            let pid = plain.start(&1)?;
+            ensure!(plain.join(pid)? == Some(2), "after probe {what}");
+        }
+        Ok(())
+    })?;
+    run_coordinator(s, &coordinator, &())
 }

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         run_returns_first_process_result,
         startup_in_a_worker_is_already_started,
         argument_of_256_mib,
+        vec_argument_of_256_mib_streams_whole,
         result_of_256_mib,
     ])
 }
@@ -542,6 +543,46 @@ fn argument_of_256_mib(s: &Scenario) -> anyhow::Result<()> {
         Ok(())
     })?;
     run_coordinator(s, &coordinator, &())
+}
+
+/// A digest of `bytes` that sees their order.
+fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A 256 MiB `Vec<u8>` argument, which a worker streams through a pipe to the new process,
+/// arrives whole, and its buffer is the caller's again once `start` returns (the caller
+/// overwrites it at once). So do arguments around the size where the stream begins, and the
+/// same argument from the master, which sends it whole.
+fn vec_argument_of_256_mib_streams_whole(s: &Scenario) -> anyhow::Result<()> {
+    let check = process::def_process(|buf: Vec<u8>| is_big_buffer(&buf))?;
+    let sum = process::def_process(|buf: Vec<u8>| (buf.len(), digest(&buf)))?;
+    let coordinator = coordinator(move |()| {
+        let mut buf = big_buffer().into_inner();
+        let pid = check.start(&buf)?;
+        buf.fill(0);
+        ensure!(
+            check.join(pid)? == Some(true),
+            "the argument arrived damaged"
+        );
+        let edge = netmcore::STREAM_AT_LEAST;
+        for len in [edge - 1, edge, edge + 4097, 3 * edge + 1] {
+            let mut bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let expected = (len, digest(&bytes));
+            let pid = sum.start(&bytes)?;
+            bytes.fill(0xff);
+            let got = sum.join(pid)?;
+            ensure!(got == Some(expected), "{len} bytes arrived as {got:?}");
+        }
+        Ok(())
+    })?;
+    run_coordinator(s, &coordinator, &())?;
+    let check = process::def_process(|buf: Vec<u8>| is_big_buffer(&buf))?;
+    let out = netmcore::run(s.config(), &check, &big_buffer().into_inner())?;
+    ensure!(out == Some(true), "the argument of run arrived damaged");
+    Ok(())
 }
 
 /// A 256 MiB result arrives whole, through `join` and through `run`.

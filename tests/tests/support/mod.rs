@@ -530,3 +530,22 @@ fn shm_leaks(before: &BTreeSet<String>) -> Vec<String> {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The number of the system call Unix process `pid` (its main thread) is in, if it is blocked
+/// in one (`/proc/PID/syscall`), and its first argument.
+pub fn syscall_of(pid: i32) -> Option<(i64, u64)> {
+    let line = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    let mut fields = line.split_whitespace();
+    let number = fields.next()?.parse().ok()?;
+    let first = u64::from_str_radix(fields.next()?.trim_start_matches("0x"), 16).ok()?;
+    Some((number, first))
+}
+
+/// Whether Unix process `pid` is blocked reading a pipe.
+pub fn reads_a_pipe(pid: i32) -> bool {
+    syscall_of(pid).is_some_and(|(number, fd)| {
+        number == libc::SYS_read
+            && std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                .is_ok_and(|target| target.to_string_lossy().starts_with("pipe:"))
+    })
+}

@@ -79,3 +79,23 @@ impl Child {
         Status::from_wait(status)
     }
 }
+
+/// A copy of this worker's channel to the master (its only socket), for a scenario that
+/// writes to the master what the API never would.
+pub fn own_channel() -> anyhow::Result<netmcore_ipc::channel::Channel> {
+    let sockets: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    let [fd] = sockets.as_slice() else {
+        anyhow::bail!("expected one socket (the channel), found {sockets:?}");
+    };
+    // SAFETY: `fd` is open (listed in /proc/self/fd just now) and stays open while it is
+    // borrowed: the worker's own client holds it, and nothing closes it during the `dup`.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+    let copy = rustix::io::fcntl_dupfd_cloexec(borrowed, 0)?;
+    Ok(netmcore_ipc::channel::Channel::from_fd(copy)?)
+}
