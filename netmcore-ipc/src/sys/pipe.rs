@@ -1,5 +1,15 @@
 //! The two calls of a byte stream that need `unsafe`: `vmsplice`, and keeping a broken pipe
 //! from killing the writer with `SIGPIPE`.
+//!
+//! # Safety
+//!
+//! `vmsplice` without `SPLICE_F_GIFT` lends the kernel the caller's pages: a reader of the pipe
+//! copies from them later. It is sound for memory safety whatever happens to the caller's
+//! buffer (the kernel holds references to the pages themselves), but a reader would see
+//! changes made to the buffer before it read; [`splice_in`] is therefore only called by
+//! `stream::Writer::write_all`, which returns only once the pipe no longer refers to any page
+//! it lent. The signal calls only read and write `sigset_t` values on the stack and this
+//! thread's signal mask, which they restore.
 
 use std::os::fd::BorrowedFd;
 
@@ -33,9 +43,10 @@ pub(crate) fn without_sigpipe<T>(write: impl FnOnce() -> T) -> T {
     unsafe { libc::sigaddset(&raw mut pipe_only, libc::SIGPIPE) };
     // SAFETY: as above.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let block = &raw const pipe_only;
     // SAFETY: valid sets; `pthread_sigmask` changes this thread's mask only.
-    let blocked =
-        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const pipe_only, &raw mut old) } == 0;
+    let result = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, block, &raw mut old) };
+    let blocked = result == 0;
     if !blocked {
         return write();
     }
