@@ -38,9 +38,10 @@
 //! |---|---|---|
 //! | [`shm`] | named POSIX shared memory: create (exclusive, 0600), open, size, map, unlink; [`shm::SharedMemory`] views | `shm_open`, `ftruncate`, `mmap` |
 //! | [`memfd`] | anonymous shared memory that can be sealed and passed over a socket | `memfd_create`, `fcntl(F_ADD_SEALS)` |
-//! | [`sem`] | POSIX named semaphores | `sem_open`, `sem_post`, `sem_timedwait`, … (the only user of libc) |
+//! | [`sem`] | POSIX named semaphores | `sem_open`, `sem_post`, `sem_timedwait`, … (with [`stream`], the only user of libc) |
 //! | [`futex_sem`] | a counting semaphore living in shared memory, on one atomic word | `futex` (not private: it works across processes) |
 //! | [`channel`] | socketpair channels: length-prefixed frames, fd passing, big bodies as memfds, a non-blocking path for poll loops, peer credentials, a listener | `socketpair`, `sendmsg`/`recvmsg` with `SCM_RIGHTS`, `SO_PEERCRED` |
+//! | [`stream`] | one run of bytes through a pipe of 1 MiB, lent by reference and read straight into the receiver's buffer; no `SIGPIPE` | `pipe2`, `fcntl(F_SETPIPE_SZ)`, `vmsplice`, `pthread_sigmask` |
 //! | [`death_board`] | how waiters in shared memory learn that a process ended: a bit per process and a futex epoch, in memory every worker inherits | `memfd_create`, `mmap`, `futex` |
 //! | [`wire`] | the versioned protocol between a worker and the master: [`wire::Request`], [`wire::Response`] | — |
 //!
