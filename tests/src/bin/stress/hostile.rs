@@ -1,7 +1,7 @@
 //! Hostile peers: process bodies that write what a worker must not to their channel to the
 //! master — garbage, a frame that claims 4 GiB, a wrong protocol version, an undecodable
 //! body, a truncated frame, two requests without waiting for the answer, requests after the
-//! report of the end. The master must close that worker's channel and end it (its join is
+//! report of the end, a start whose argument should come through a pipe that is not attached. The master must close that worker's channel and end it (its join is
 //! `None`), keep serving everyone else, and leak nothing.
 
 use std::path::Path;
@@ -57,6 +57,8 @@ pub enum Hostile {
     /// A `join` of a running process (whose answer the master defers), then another request
     /// without waiting for that answer.
     RequestWhileJoining,
+    /// A `StartStream` (an argument whose bytes come through a pipe) without the pipe.
+    StreamWithoutPipe,
     /// The report of the end of the body (`Finished` with [`FORGED`]), then a `manage_shm`
     /// of the shm object named in the argument, as if the process went on; then the body
     /// returns.
@@ -74,7 +76,7 @@ pub struct HostileArg {
 
 /// Draws a hostile action.
 pub fn draw(rng: &mut Rng, name: String) -> HostileArg {
-    let what = match rng.range(0, 6) {
+    let what = match rng.range(0, 7) {
         // At least a header's worth: the master reads a whole header before it judges one.
         0 => Hostile::Garbage {
             seed: rng.next_u64(),
@@ -88,6 +90,7 @@ pub fn draw(rng: &mut Rng, name: String) -> HostileArg {
         },
         4 => Hostile::Truncated,
         5 => Hostile::RequestWhileJoining,
+        6 => Hostile::StreamWithoutPipe,
         _ => Hostile::FinishedThenManage,
     };
     HostileArg { what, name }
@@ -179,6 +182,16 @@ pub fn hostile(arg: HostileArg) -> Result<u64, String> {
             })?;
             bytes.extend(frame(&Request::SelfProcessId)?);
             bytes
+        }
+        Hostile::StreamWithoutPipe => {
+            let data = vec![0u8; 2 << 20];
+            let pieces = Encap::wrap_pieces(&data).map_err(|e| e.to_string())?;
+            frame(&Request::StartStream {
+                fork_point: types().sleeper.fork_point(),
+                head: pieces.head().to_vec(),
+                run_len: data.len() as u64,
+                inherit: netmcore::Inherit::Nothing,
+            })?
         }
         Hostile::FinishedThenManage => {
             let forged = Encap::wrap(&Ok::<u64, String>(FORGED)).map_err(|e| e.to_string())?;
