@@ -204,7 +204,9 @@ fn worker_reading_a_pipe(master: i32) -> Option<i32> {
 
 /// A worker is SIGKILLed while it writes a large `Vec<u8>` argument into the pipe of the
 /// process it starts: that process reads a cut argument and ends on its own (nothing is left
-/// reading a pipe), and the master goes on.
+/// reading a pipe), and the master goes on. The coordinator finds the reader by the pipe it
+/// shares with the worker and stops it, so that the worker is surely blocked writing when it
+/// is killed, then lets the reader go on.
 fn requester_killed_while_streaming_an_argument(s: &Scenario) -> anyhow::Result<()> {
     let taker = process::def_process(|buf: Vec<u8>| buf.len() as u64)?;
     let requester = process::def_process(move |pid_file: PathBuf| -> u64 {
@@ -213,55 +215,154 @@ fn requester_killed_while_streaming_an_argument(s: &Scenario) -> anyhow::Result<
         taker.join(pid).ok().flatten().unwrap_or(0)
     })?;
     let (_, plain) = types()?;
-    let coordinator = coordinator(move |pid_file: PathBuf| {
+    let coordinator = coordinator(move |dir: PathBuf| {
         let master = master_pid();
-        let r = requester.start(&pid_file)?;
-        support::wait_for_file(&pid_file)?;
-        let unix = support::read_pid(&pid_file)?;
-        support::wait_until("the requester writes its argument into the pipe", || {
-            support::syscall_of(unix).is_some_and(|(n, _)| n == libc::SYS_vmsplice)
-        })?;
-        support::send_signal(unix, Signal::KILL)?;
-        let out = requester.join(r)?;
-        ensure!(out.is_none(), "the killed requester gave {out:?}");
-        support::wait_until("no worker reads a pipe", || {
-            worker_reading_a_pipe(master).is_none()
-        })?;
-        let pid = plain.start(&1)?;
-        ensure!(plain.join(pid)? == Some(2), "after it");
-        Ok(())
+        for attempt in 0..5 {
+            let pid_file = dir.join(format!("requester-{attempt}.pid"));
+            let r = requester.start(&pid_file)?;
+            support::wait_for_file(&pid_file)?;
+            let unix = support::read_pid(&pid_file)?;
+            match stop_the_reader(master, unix) {
+                Some((reader, true)) => {
+                    support::send_signal(unix, Signal::KILL)?;
+                    support::wait_until("the killed requester ends", || support::has_ended(unix))?;
+                    support::send_signal(reader, Signal::CONT)?;
+                    let out = requester.join(r)?;
+                    ensure!(out.is_none(), "the killed requester gave {out:?}");
+                    support::wait_until("the reader of the cut argument ends", || {
+                        support::has_ended(reader)
+                    })?;
+                    ensure!(
+                        worker_reading_a_pipe(master).is_none(),
+                        "a worker still reads a pipe"
+                    );
+                    let pid = plain.start(&1)?;
+                    ensure!(plain.join(pid)? == Some(2), "after it");
+                    return Ok(());
+                }
+                // The stream was over before its reader could be stopped: again.
+                Some((reader, false)) => {
+                    support::send_signal(reader, Signal::CONT)?;
+                    requester.join(r)?;
+                }
+                None => {
+                    let out = requester.join(r)?;
+                    ensure!(
+                        out == Some(STREAMED as u64),
+                        "an unhindered requester gave {out:?}"
+                    );
+                }
+            }
+        }
+        anyhow::bail!("five streams ended before their reader could be stopped")
     })?;
-    run_coordinator(s, &coordinator, &s.path("requester.pid"))
+    run_coordinator(s, &coordinator, &s.dir().to_path_buf())
+}
+
+/// Finds the process that reads the stream the worker `unix` writes (a child of `master`
+/// holding the other end of its pipe) and stops it (`SIGSTOP`). Returns it, and whether the
+/// worker is then blocked writing (the stream is not over); `None` when the stream ended
+/// before the reader was found.
+fn stop_the_reader(master: i32, unix: i32) -> Option<(i32, bool)> {
+    let pipe = look_while(|| true, || pipe_ends(unix, true).pop())?;
+    let writing = || pipe_ends(unix, true).contains(&pipe);
+    let reader = look_while(writing, || {
+        support::children_of(master)
+            .iter()
+            .map(|p| p.pid)
+            .find(|&pid| pid != unix && pipe_ends(pid, false).contains(&pipe))
+    })?;
+    support::send_signal(reader, Signal::STOP).ok()?;
+    let blocked = look_while(writing, || {
+        support::syscall_of(unix).filter(|&(n, _)| n == libc::SYS_vmsplice || n == libc::SYS_write)
+    });
+    Some((reader, blocked.is_some()))
+}
+
+/// The pipes Unix process `pid` holds open for writing (`write`) or for reading, by inode:
+/// those opened close-on-exec, as netmcore's streams are (not stdout or stderr, say).
+fn pipe_ends(pid: i32, write: bool) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.path()).ok()?;
+            let target = target.to_str()?.strip_prefix("pipe:")?.to_owned();
+            let fd = entry.file_name().into_string().ok()?;
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))?
+                .trim()
+                .to_owned();
+            let flags = u32::from_str_radix(&flags, 8).ok()?;
+            let cloexec = flags & libc::O_CLOEXEC as u32 != 0;
+            (cloexec && flags & 3 == u32::from(write)).then_some(target)
+        })
+        .collect()
+}
+
+/// Polls `found` every millisecond while `going_on` holds (at most 30 s); its last answer.
+fn look_while<T>(
+    mut going_on: impl FnMut() -> bool,
+    mut found: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while going_on() && std::time::Instant::now() < deadline {
+        if let Some(it) = found() {
+            return Some(it);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    found()
 }
 
 /// The process being started is SIGKILLed while it reads its large `Vec<u8>` argument from
 /// the pipe: its starter's `start` returns (the process existed) without a `SIGPIPE`, and its
-/// `join` gives `None`.
+/// `join` gives `None`. The coordinator finds the new process by the pipe it shares with its
+/// starter, stops it, and kills it only if the starter is then blocked writing (the stream is
+/// not over); otherwise it lets it go and tries again.
 fn taker_killed_while_reading_its_argument(s: &Scenario) -> anyhow::Result<()> {
     let taker = process::def_process(|buf: Vec<u8>| buf.len() as u64)?;
-    let requester = process::def_process(move |(): ()| -> Result<Option<u64>, String> {
-        let pid = taker
-            .start(&vec![7u8; STREAMED])
-            .map_err(|e| format!("{e:#}"))?;
-        taker.join(pid).map_err(|e| format!("{e:#}"))
-    })?;
-    let (_, plain) = types()?;
-    let coordinator = coordinator(move |()| {
-        let master = master_pid();
-        let r = requester.start(&())?;
-        let mut victim = None;
-        support::wait_until("a worker reads its argument", || {
-            victim = worker_reading_a_pipe(master);
-            victim.is_some()
+    let requester =
+        process::def_process(move |pid_file: PathBuf| -> Result<Option<u64>, String> {
+            support::write_own_pid(&pid_file).map_err(|e| format!("{e:#}"))?;
+            let pid = taker
+                .start(&vec![7u8; STREAMED])
+                .map_err(|e| format!("{e:#}"))?;
+            taker.join(pid).map_err(|e| format!("{e:#}"))
         })?;
-        support::send_signal(victim.unwrap_or_default(), Signal::KILL)?;
-        let out = requester.join(r)?;
-        ensure!(out == Some(Ok(None)), "the requester gave {out:?}");
-        let pid = plain.start(&1)?;
-        ensure!(plain.join(pid)? == Some(2), "after it");
-        Ok(())
+    let (_, plain) = types()?;
+    let coordinator = coordinator(move |dir: PathBuf| {
+        let master = master_pid();
+        for attempt in 0..5 {
+            let pid_file = dir.join(format!("requester-{attempt}.pid"));
+            let r = requester.start(&pid_file)?;
+            support::wait_for_file(&pid_file)?;
+            let unix = support::read_pid(&pid_file)?;
+            if let Some((reader, blocked)) = stop_the_reader(master, unix) {
+                if blocked {
+                    support::send_signal(reader, Signal::KILL)?;
+                    let out = requester.join(r)?;
+                    ensure!(out == Some(Ok(None)), "the requester gave {out:?}");
+                    let pid = plain.start(&1)?;
+                    ensure!(plain.join(pid)? == Some(2), "after it");
+                    return Ok(());
+                }
+                support::send_signal(reader, Signal::CONT)?;
+            }
+            // The stream was over before the reader could be stopped: again.
+            let out = requester.join(r)?;
+            ensure!(
+                out == Some(Ok(Some(STREAMED as u64))),
+                "an unhindered requester gave {out:?}"
+            );
+        }
+        anyhow::bail!("five streams ended before their reader could be stopped")
     })?;
-    run_coordinator(s, &coordinator, &())
+    run_coordinator(s, &coordinator, &s.dir().to_path_buf())
 }
 
 /// A worker writes `StartStream` requests the API never would. A head that is no envelope,
