@@ -162,10 +162,7 @@ impl Encap {
     /// The length of the serialized value in bytes (the envelope without its header).
     #[must_use]
     pub fn payload_len(&self) -> usize {
-        self.bytes
-            .as_slice()
-            .len()
-            .saturating_sub(self.payload_start)
+        self.bytes.len().saturating_sub(self.payload_start)
     }
 
     /// The whole envelope: header and payload, ready to send.
@@ -434,11 +431,21 @@ impl Encap {
 }
 
 /// An envelope in two pieces, made by [`Encap::wrap_pieces`]: [`head`](Pieces::head) then
-/// [`run`](Pieces::run), end to end, are the envelope [`Encap::wrap`] makes.
-#[derive(Debug, Clone)]
+/// [`run`](Pieces::run), end to end, are the envelope [`Encap::wrap`] makes. `Debug` shows
+/// the lengths, never the bytes.
+#[derive(Clone)]
 pub struct Pieces<'a> {
     head: Vec<u8>,
     run: &'a [u8],
+}
+
+impl fmt::Debug for Pieces<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pieces")
+            .field("head_len", &self.head.len())
+            .field("run_len", &self.run.len())
+            .finish()
+    }
 }
 
 impl<'a> Pieces<'a> {
@@ -508,6 +515,20 @@ enum Storage {
 }
 
 impl Storage {
+    /// The envelope's bytes in order, in at most two pieces, without joining them.
+    fn pieces(&self) -> [&[u8]; 2] {
+        match self {
+            Storage::Split { head, run, .. } => [head, run],
+            other => [other.as_slice(), &[]],
+        }
+    }
+
+    /// The envelope's length.
+    fn len(&self) -> usize {
+        let [first, second] = self.pieces();
+        first.len() + second.len()
+    }
+
     fn as_slice(&self) -> &[u8] {
         match self {
             Storage::Owned(bytes) => bytes,
@@ -639,16 +660,71 @@ impl fmt::Debug for Encap {
 }
 
 impl PartialEq for Encap {
+    /// Byte for byte, however each envelope is stored (an envelope in two pieces is compared
+    /// piece by piece, not joined).
     fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
+        self.bytes.len() == other.bytes.len()
+            && same_bytes(self.bytes.pieces(), other.bytes.pieces())
     }
 }
 
 impl Eq for Encap {}
 
 impl Hash for Encap {
+    /// The envelope's length, then its bytes in chunks of [`HASH_CHUNK`] counted from its
+    /// start, so that equal envelopes hash alike however they are stored.
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
+        state.write_usize(self.bytes.len());
+        let [first, second] = self.bytes.pieces();
+        let (whole, rest) = first.split_at(first.len() - first.len() % HASH_CHUNK);
+        whole
+            .chunks(HASH_CHUNK)
+            .for_each(|chunk| state.write(chunk));
+        // The chunk that straddles the two pieces, put together.
+        let (bridge, second) = second.split_at(second.len().min(HASH_CHUNK - rest.len()));
+        let mut straddling = [0u8; HASH_CHUNK];
+        let straddling = straddling
+            .get_mut(..rest.len() + bridge.len())
+            .unwrap_or_default();
+        let (left, right) = straddling.split_at_mut(rest.len());
+        left.copy_from_slice(rest);
+        right.copy_from_slice(bridge);
+        if !straddling.is_empty() {
+            state.write(straddling);
+        }
+        second
+            .chunks(HASH_CHUNK)
+            .for_each(|chunk| state.write(chunk));
+    }
+}
+
+/// The chunk size of [`Encap`]'s `Hash`.
+const HASH_CHUNK: usize = 4096;
+
+/// Whether two byte sequences, each in at most two pieces, of the same total length are equal.
+fn same_bytes(a: [&[u8]; 2], b: [&[u8]; 2]) -> bool {
+    let (mut a, mut b) = (a.into_iter(), b.into_iter());
+    let (mut x, mut y): (&[u8], &[u8]) = (&[], &[]);
+    loop {
+        while x.is_empty() {
+            match a.next() {
+                Some(piece) => x = piece,
+                // The lengths are equal: `b` is used up too.
+                None => return true,
+            }
+        }
+        while y.is_empty() {
+            match b.next() {
+                Some(piece) => y = piece,
+                None => return false,
+            }
+        }
+        let n = x.len().min(y.len());
+        let ((x_now, x_rest), (y_now, y_rest)) = (x.split_at(n), y.split_at(n));
+        if x_now != y_now {
+            return false;
+        }
+        (x, y) = (x_rest, y_rest);
     }
 }
 

@@ -353,3 +353,65 @@ mod pieces {
         ));
     }
 }
+
+mod pieces_compare {
+    use std::hash::{Hash, Hasher};
+
+    use netmcore_encap::Encap;
+
+    /// A hasher that records every call, so that two values hash alike only if they feed it
+    /// the same writes (a stricter test than any one hash function).
+    #[derive(Default, PartialEq, Debug)]
+    struct Recorder(Vec<Vec<u8>>);
+
+    impl Hasher for Recorder {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.push(bytes.to_vec());
+        }
+    }
+
+    fn recorded(encap: &Encap) -> Recorder {
+        let mut recorder = Recorder::default();
+        encap.hash(&mut recorder);
+        recorder
+    }
+
+    #[test]
+    fn an_envelope_in_two_pieces_equals_and_hashes_as_the_whole_one() {
+        for len in [1usize, 4000, 4096 * 3 - 40, 4096 * 3, 70_001] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 239) as u8).collect();
+            let pieces = Encap::wrap_pieces(&data).unwrap();
+            let split = Encap::from_pieces(pieces.head().to_vec(), pieces.run().to_vec()).unwrap();
+            let whole = Encap::wrap(&data).unwrap();
+            assert_eq!(split, whole, "len {len}");
+            assert_eq!(recorded(&split), recorded(&whole), "len {len}");
+            assert_eq!(split.payload_len(), whole.payload_len());
+            assert!(
+                format!("{split:?}").contains(&format!("payload_len: {}", whole.payload_len()))
+            );
+            // One byte changed is seen, in either piece: a letter of the type name in the
+            // head (offset 18 on), the last byte of the run.
+            let mut head = pieces.head().to_vec();
+            head[18] ^= 1;
+            let other = Encap::from_pieces(head, pieces.run().to_vec()).unwrap();
+            assert_ne!(other, whole, "len {len}, in the head");
+            let mut run = pieces.run().to_vec();
+            let last = run.len() - 1;
+            run[last] ^= 1;
+            let other = Encap::from_pieces(pieces.head().to_vec(), run).unwrap();
+            assert_ne!(other, whole, "len {len}, in the run");
+        }
+        let ten = vec![1u8; 10];
+        let pieces = Encap::wrap_pieces(&ten).unwrap();
+        assert_eq!(
+            format!("{pieces:?}"),
+            format!(
+                "Pieces {{ head_len: {}, run_len: 10 }}",
+                pieces.head().len()
+            )
+        );
+    }
+}
