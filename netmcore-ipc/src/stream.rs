@@ -26,7 +26,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::FileType;
+use rustix::fs::OFlags;
 use rustix::io::Errno;
 use rustix::pipe::PipeFlags;
 
@@ -82,20 +82,24 @@ impl Writer {
     /// # Errors
     ///
     /// [`Error::Closed`] when the reader's end is closed (its process died, say), before or
-    /// during the call; [`Error::Os`] for another failure. Either way the pipe no longer
-    /// refers to `bytes` once the call returns.
+    /// during the call: nobody can read the pipe any more. [`Error::Os`] when a `write`
+    /// fails otherwise (out of memory, say): bytes lent before may then still be in the pipe,
+    /// to be read after the caller changes them, so the stream must be abandoned (the writer
+    /// dropped, which the reader sees as a stream cut short).
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         let by_reference = bytes.len().saturating_sub(self.capacity);
         let (referenced, copied) = bytes.split_at(by_reference);
-        without_sigpipe(|| {
+        let broken = |outcome: &Result<()>| matches!(outcome, Err(Error::Closed));
+        let lend_and_copy = || {
             let mut rest = referenced;
             while !rest.is_empty() {
                 match splice_in(self.fd.as_fd(), rest) {
                     Ok(n) => rest = rest.get(n..).unwrap_or_default(),
                     Err(Errno::INTR) => {}
-                    // `vmsplice` refused (a filter, say): copy instead.
-                    Err(Errno::INVAL | Errno::NOSYS | Errno::PERM | Errno::ACCESS) => break,
-                    Err(e) => return Err(write_error("vmsplice", e)),
+                    Err(Errno::PIPE) => return Err(Error::Closed),
+                    // `vmsplice` refused or failed (a filter, no memory): copy the rest, whose
+                    // tail still ensures that nothing lent stays in the pipe.
+                    Err(_) => break,
                 }
             }
             // The last pipe's worth is copied: when it is all in, every page put in by
@@ -113,7 +117,8 @@ impl Writer {
                 }
             }
             Ok(())
-        })
+        };
+        without_sigpipe(lend_and_copy, broken)
     }
 
     /// The pipe's capacity in bytes.
@@ -132,19 +137,28 @@ fn write_error(op: &'static str, e: Errno) -> Error {
 }
 
 impl Reader {
-    /// Takes over `fd`, which must be the read end of a pipe (one received from another
-    /// process, say).
+    /// Takes over `fd`, which must be a blocking read-only end of a pipe (one received from
+    /// another process, say). Checked without asking any file system: `F_GETPIPE_SZ` answers
+    /// for pipes only, and `F_GETFL` gives the access mode.
     ///
     /// # Errors
     ///
-    /// [`Error::Protocol`] when `fd` is not a pipe; [`Error::Os`] when it cannot be examined.
+    /// [`Error::Protocol`] when `fd` is not a pipe, is open for writing, or is non-blocking.
     pub fn from_fd(fd: OwnedFd) -> Result<Reader> {
-        let stat = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", TARGET, e))?;
-        if FileType::from_raw_mode(stat.st_mode) != FileType::Fifo {
-            return Err(Error::Protocol {
-                what: "stream descriptor",
-                reason: "not a pipe".to_owned(),
-            });
+        let refuse = |reason: &str| Error::Protocol {
+            what: "stream descriptor",
+            reason: reason.to_owned(),
+        };
+        if rustix::pipe::fcntl_getpipe_size(&fd).is_err() {
+            return Err(refuse("not a pipe"));
+        }
+        let flags =
+            rustix::fs::fcntl_getfl(&fd).map_err(|e| Error::os("fcntl(F_GETFL)", TARGET, e))?;
+        if flags.contains(OFlags::NONBLOCK) {
+            return Err(refuse("a non-blocking pipe"));
+        }
+        if flags.intersects(OFlags::WRONLY | OFlags::RDWR) {
+            return Err(refuse("not the read end of a pipe (open for writing)"));
         }
         Ok(Reader { fd })
     }
@@ -179,6 +193,12 @@ impl Reader {
             });
         }
         Ok(buffer)
+    }
+}
+
+impl AsFd for Writer {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -291,8 +311,16 @@ mod tests {
         let memfd = crate::memfd::Memfd::from_bytes("not a pipe", b"x").unwrap();
         let fd: OwnedFd = memfd.as_fd().try_clone_to_owned().unwrap();
         assert!(matches!(Reader::from_fd(fd), Err(Error::Protocol { .. })));
-        let (reader, _writer) = stream().unwrap();
+        let (reader, writer) = stream().unwrap();
         let fd: OwnedFd = reader.into();
         assert!(Reader::from_fd(fd).is_ok());
+        // The write end, and a non-blocking read end, are refused.
+        let write_end = writer.fd.try_clone().unwrap();
+        assert!(matches!(
+            Reader::from_fd(write_end),
+            Err(Error::Protocol { .. })
+        ));
+        let (read, _write) = rustix::pipe::pipe_with(PipeFlags::NONBLOCK).unwrap();
+        assert!(matches!(Reader::from_fd(read), Err(Error::Protocol { .. })));
     }
 }

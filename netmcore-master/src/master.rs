@@ -1613,7 +1613,6 @@ impl Normalize for Timespec {
     }
 }
 
-/// An error of the OS layer met by the master itself.
 /// A process's argument as the master has it.
 #[derive(Debug)]
 pub(crate) enum Argument {
@@ -1675,6 +1674,7 @@ impl Argument {
     }
 }
 
+/// An error of the OS layer met by the master itself.
 pub(crate) fn from_ipc(call: &'static str, e: netmcore_ipc::Error) -> Error {
     match e {
         netmcore_ipc::Error::Os { op, target, source } => Error::Io { op, target, source },

@@ -366,7 +366,8 @@ fn taker_killed_while_reading_its_argument(s: &Scenario) -> anyhow::Result<()> {
 }
 
 /// A worker writes `StartStream` requests the API never would. A head that is no envelope,
-/// or a descriptor that is no pipe, is refused with an error and the worker goes on; a pipe
+/// a descriptor that is no pipe, or a pipe's write end, is refused with an error and the
+/// worker goes on; a pipe
 /// closed without its run starts a process that fails (its join is `None`). A `StartStream`
 /// without its pipe, or another request with a descriptor, breaks the protocol: the master
 /// kills that worker. The master serves on after each.
@@ -399,7 +400,8 @@ fn hostile_stream_requests(s: &Scenario) -> anyhow::Result<()> {
                     drop((reader, writer));
                 }
                 3 => channel.send_msg(&start(pieces.head()))?,
-                _ => channel.send_msg_with_fds(&Request::SelfProcessId, &[reader.as_fd()])?,
+                4 => channel.send_msg_with_fds(&Request::SelfProcessId, &[reader.as_fd()])?,
+                _ => channel.send_msg_with_fds(&start(pieces.head()), &[writer.as_fd()])?,
             }
             let answer = channel.recv_msg::<Response>()?;
             let told = match answer {
@@ -422,11 +424,11 @@ fn hostile_stream_requests(s: &Scenario) -> anyhow::Result<()> {
     })?;
     let (_, plain) = types()?;
     let coordinator = coordinator(move |()| {
-        for what in 0..5u8 {
+        for what in 0..6u8 {
             let pid = probe.start(&what)?;
             let out = probe.join(pid)?;
             match (what, &out) {
-                (0 | 1, Some(Ok(told))) if told.starts_with("refused") => {}
+                (0 | 1 | 5, Some(Ok(told))) if told.starts_with("refused") => {}
                 (2, Some(Ok(told))) if told == "started, failed" => {}
                 (3 | 4, None) => {}
                 _ => anyhow::bail!("probe {what} gave {out:?}"),

@@ -30,11 +30,12 @@ pub(crate) fn splice_in(writer: BorrowedFd<'_>, bytes: &[u8]) -> rustix::io::Res
     unsafe { vmsplice(writer, &slices, SpliceFlags::empty()) }
 }
 
-/// Runs `write` with `SIGPIPE` blocked in the calling thread; a `SIGPIPE` that `write` raised
-/// (a pipe whose reader is gone) is taken back before the mask is restored, so the process
-/// sees `EPIPE` from the call and no signal, whatever its disposition of `SIGPIPE`. A
-/// `SIGPIPE` already pending before is left as it was.
-pub(crate) fn without_sigpipe<T>(write: impl FnOnce() -> T) -> T {
+/// Runs `write` with `SIGPIPE` blocked in the calling thread. When `broken` says that its
+/// outcome is a broken pipe (`EPIPE`: the reader is gone), the `SIGPIPE` the failed write
+/// raised is taken back before the mask is restored, so the process sees the error and no
+/// signal, whatever its disposition of `SIGPIPE`. A `SIGPIPE` pending before, or one that
+/// arrived for another reason while no write failed, is left as it was.
+pub(crate) fn without_sigpipe<T>(write: impl FnOnce() -> T, broken: impl Fn(&T) -> bool) -> T {
     // SAFETY: an empty `sigset_t` is a valid argument to `sigemptyset`, which initializes it.
     let mut pipe_only: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `sigemptyset` only writes the set it is given.
@@ -52,7 +53,7 @@ pub(crate) fn without_sigpipe<T>(write: impl FnOnce() -> T) -> T {
     }
     let pending_before = pending_sigpipe();
     let outcome = write();
-    if !pending_before && pending_sigpipe() {
+    if broken(&outcome) && !pending_before && pending_sigpipe() {
         let no_wait = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
