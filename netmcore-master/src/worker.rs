@@ -94,24 +94,7 @@ pub(crate) fn self_pid() -> Result<ProcessId> {
 
 /// Sends `request` for `call` and waits for its response.
 pub(crate) fn call(call: &'static str, request: &Request) -> Result<Response> {
-    let mut guard = client();
-    let client = guard.as_mut().ok_or(Error::MasterGone)?;
-    verbose!(pid = client.pid.0, %request, "{call}: request to the master");
-    client.channel.set_busy_poll(spin_for(request, client.spin));
-    client
-        .channel
-        .send_msg(request)
-        .map_err(|e| Error::channel(call, e))?;
-    let response: Response = client
-        .channel
-        .recv_msg()
-        .map_err(|e| Error::channel(call, e))?;
-    match response {
-        // A master that tells an ordinary worker to stop is as good as gone for it.
-        Response::Shutdown => Err(Error::MasterGone),
-        response if response.is_unprompted() => Err(unexpected(call, &response)),
-        response => Ok(response),
-    }
+    converse(call, request, |channel| channel.send_msg(request))
 }
 
 /// Sends the `StartStream` `request` with the read end of `pipe`, writes `run` into the pipe
@@ -126,27 +109,37 @@ pub(crate) fn call_stream(
     run: &[u8],
 ) -> Result<Response> {
     let (reader, mut writer) = pipe;
+    converse(call, request, move |channel| {
+        channel.send_msg_with_fds(request, &[reader.as_fd()])?;
+        // Only the new process may hold the read end, so that its death closes the pipe.
+        drop(reader);
+        match writer.write_all(run) {
+            Ok(()) | Err(netmcore_ipc::Error::Closed) => {}
+            // The new process reports a run cut short; the response comes all the same.
+            Err(e) => tracing::warn!(error = %e, "{call}: writing the argument into its pipe"),
+        }
+        Ok(())
+    })
+}
+
+/// One request of `call` and its response: `send` sends `request` on the channel to the
+/// master (and does what goes with it), then the response is read.
+fn converse(
+    call: &'static str,
+    request: &Request,
+    send: impl FnOnce(&mut Channel) -> netmcore_ipc::Result<()>,
+) -> Result<Response> {
     let mut guard = client();
     let client = guard.as_mut().ok_or(Error::MasterGone)?;
     verbose!(pid = client.pid.0, %request, "{call}: request to the master");
     client.channel.set_busy_poll(spin_for(request, client.spin));
-    client
-        .channel
-        .send_msg_with_fds(request, &[reader.as_fd()])
-        .map_err(|e| Error::channel(call, e))?;
-    // Only the new process may hold the read end, so that its death closes the pipe.
-    drop(reader);
-    match writer.write_all(run) {
-        Ok(()) | Err(netmcore_ipc::Error::Closed) => {}
-        // The new process reports a run cut short; the response comes all the same.
-        Err(e) => tracing::warn!(error = %e, "{call}: writing the argument into its pipe"),
-    }
-    drop(writer);
+    send(&mut client.channel).map_err(|e| Error::channel(call, e))?;
     let response: Response = client
         .channel
         .recv_msg()
         .map_err(|e| Error::channel(call, e))?;
     match response {
+        // A master that tells an ordinary worker to stop is as good as gone for it.
         Response::Shutdown => Err(Error::MasterGone),
         response if response.is_unprompted() => Err(unexpected(call, &response)),
         response => Ok(response),

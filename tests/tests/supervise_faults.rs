@@ -218,10 +218,7 @@ fn requester_killed_while_streaming_an_argument(s: &Scenario) -> anyhow::Result<
     let coordinator = coordinator(move |dir: PathBuf| {
         let master = master_pid();
         for attempt in 0..5 {
-            let pid_file = dir.join(format!("requester-{attempt}.pid"));
-            let r = requester.start(&pid_file)?;
-            support::wait_for_file(&pid_file)?;
-            let unix = support::read_pid(&pid_file)?;
+            let (r, unix) = start_requester(&requester, &dir, attempt)?;
             match stop_the_reader(master, unix) {
                 Some((reader, true)) => {
                     support::send_signal(unix, Signal::KILL)?;
@@ -257,6 +254,22 @@ fn requester_killed_while_streaming_an_argument(s: &Scenario) -> anyhow::Result<
         anyhow::bail!("five streams ended before their reader could be stopped")
     })?;
     run_coordinator(s, &coordinator, &s.dir().to_path_buf())
+}
+
+/// Starts `requester` with the pid file of attempt `attempt` in `dir`, waits for the file,
+/// and returns the process id and the Unix pid it wrote.
+fn start_requester<R>(
+    requester: &ProcessType<PathBuf, R>,
+    dir: &std::path::Path,
+    attempt: u32,
+) -> anyhow::Result<(netmcore::ProcessId, i32)>
+where
+    R: serde::Serialize + serde::de::DeserializeOwned + 'static,
+{
+    let pid_file = dir.join(format!("requester-{attempt}.pid"));
+    let r = requester.start(&pid_file)?;
+    support::wait_for_file(&pid_file)?;
+    Ok((r, support::read_pid(&pid_file)?))
 }
 
 /// Finds the process that reads the stream the worker `unix` writes (a child of `master`
@@ -338,10 +351,7 @@ fn taker_killed_while_reading_its_argument(s: &Scenario) -> anyhow::Result<()> {
     let coordinator = coordinator(move |dir: PathBuf| {
         let master = master_pid();
         for attempt in 0..5 {
-            let pid_file = dir.join(format!("requester-{attempt}.pid"));
-            let r = requester.start(&pid_file)?;
-            support::wait_for_file(&pid_file)?;
-            let unix = support::read_pid(&pid_file)?;
+            let (r, unix) = start_requester(&requester, &dir, attempt)?;
             if let Some((reader, blocked)) = stop_the_reader(master, unix) {
                 if blocked {
                     support::send_signal(reader, Signal::KILL)?;
