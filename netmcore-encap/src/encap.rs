@@ -671,7 +671,7 @@ impl PartialEq for Encap {
 impl Eq for Encap {}
 
 impl Hash for Encap {
-    /// The envelope's length, then its bytes in chunks of [`HASH_CHUNK`] counted from its
+    /// The envelope's length, then its bytes in chunks of 4 KiB counted from its
     /// start, so that equal envelopes hash alike however they are stored.
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_usize(self.bytes.len());
