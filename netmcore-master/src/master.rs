@@ -339,6 +339,9 @@ impl Master {
             let due = self.deadlines(Instant::now());
             // Admin socket: a client's deadline wakes the loop too.
             let due = admin::earliest(due, self.admin.as_ref().and_then(AdminServer::deadline));
+            // So does the end of a pause of the warm pool: an idle master would otherwise
+            // sleep with fewer warm workers (or no zygote) than it wants until a request came.
+            let due = admin::earliest(due, self.warm.resume_at(Instant::now()));
             let mut timeout = due.map(|at| timespec(at.saturating_duration_since(Instant::now())));
             if self.done() {
                 break;

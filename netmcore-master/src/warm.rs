@@ -150,6 +150,12 @@ impl WarmPool {
         self.paused_until = Some(now + PAUSE_AFTER_FAILURE);
     }
 
+    /// When a pause after a failure ends, if it has not yet at `now`: the loop must wake then,
+    /// for nothing else may come to wake it.
+    pub(crate) fn resume_at(&self, now: Instant) -> Option<Instant> {
+        self.paused_until.filter(|&until| until > now)
+    }
+
     /// Whether, at `now`, fewer than the target are ready at `generation` and forking is not
     /// paused. The requests in flight to the current zygote count as ready: their reports
     /// wake the loop.
@@ -494,6 +500,9 @@ mod tests {
         assert!(!pool.wanted(0, now));
         assert!(!pool.wanted(0, now + PAUSE_AFTER_FAILURE / 2));
         assert!(pool.wanted(0, now + PAUSE_AFTER_FAILURE));
+        // The loop is told when to wake for it, until then.
+        assert_eq!(pool.resume_at(now), Some(now + PAUSE_AFTER_FAILURE));
+        assert_eq!(pool.resume_at(now + PAUSE_AFTER_FAILURE), None);
     }
 
     #[test]
