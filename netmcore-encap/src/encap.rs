@@ -229,20 +229,12 @@ impl Encap {
                 available: all.len() as u64,
             });
         };
-        let header = envelope::parse(bytes)?;
-        let type_name = Cow::Owned(header.type_name.to_owned());
-        let type_identity = header.type_identity;
-        let payload_start = header.payload_start;
-        Ok(Encap {
-            bytes: Storage::Shared {
-                owner,
-                start: range.start,
-                len: range.len(),
-            },
-            type_name,
-            type_identity,
-            payload_start,
-        })
+        let make = with_header(&envelope::parse(bytes)?);
+        Ok(make(Storage::Shared {
+            owner,
+            start: range.start,
+            len: range.len(),
+        }))
     }
 
     /// Whether the envelope lies in a buffer shared with others (see
@@ -263,13 +255,8 @@ impl Encap {
     /// [`EncapError::InvalidTypeName`], as described there. Never panics, whatever the input.
     pub fn from_bytes(bytes: &[u8]) -> Result<Encap, EncapError> {
         // Validate before copying, so that garbage is never copied.
-        let header = envelope::parse(bytes)?;
-        Ok(Encap {
-            type_name: Cow::Owned(header.type_name.to_owned()),
-            type_identity: header.type_identity,
-            payload_start: header.payload_start,
-            bytes: Storage::Owned(crate::large::copy_of(bytes)),
-        })
+        let make = with_header(&envelope::parse(bytes)?);
+        Ok(make(Storage::Owned(crate::large::copy_of(bytes))))
     }
 
     /// Like [`from_bytes`](Encap::from_bytes), but takes the buffer over instead of copying it.
@@ -278,16 +265,8 @@ impl Encap {
     ///
     /// As [`from_bytes`](Encap::from_bytes).
     pub fn from_vec(bytes: Vec<u8>) -> Result<Encap, EncapError> {
-        let header = envelope::parse(&bytes)?;
-        let type_name = Cow::Owned(header.type_name.to_owned());
-        let type_identity = header.type_identity;
-        let payload_start = header.payload_start;
-        Ok(Encap {
-            bytes: Storage::Owned(bytes),
-            type_name,
-            type_identity,
-            payload_start,
-        })
+        let make = with_header(&envelope::parse(&bytes)?);
+        Ok(make(Storage::Owned(bytes)))
     }
 
     /// Wraps `value` like [`wrap`](Encap::wrap), in two pieces that make the envelope when put
@@ -380,20 +359,12 @@ impl Encap {
         if run.is_empty() {
             return Encap::from_vec(head);
         }
-        let header = envelope::parse_head(&head, run.len() as u64)?;
-        let type_name = Cow::Owned(header.type_name.to_owned());
-        let type_identity = header.type_identity;
-        let payload_start = header.payload_start;
-        Ok(Encap {
-            bytes: Storage::Split {
-                head,
-                run,
-                joined: OnceLock::new(),
-            },
-            type_name,
-            type_identity,
-            payload_start,
-        })
+        let make = with_header(&envelope::parse_head(&head, run.len() as u64)?);
+        Ok(make(Storage::Split {
+            head,
+            run,
+            joined: OnceLock::new(),
+        }))
     }
 
     /// [`unwrap`](Encap::unwrap), consuming the `Encap`: a `Vec<u8>` put together by
@@ -427,6 +398,20 @@ impl Encap {
             .as_slice()
             .get(self.payload_start..)
             .unwrap_or_default()
+    }
+}
+
+/// Makes the `Encap` of an envelope whose validated header is `header`, given where its bytes
+/// are: the header's fields are copied out first, so that the buffer it was read from can
+/// move into the `Encap`.
+fn with_header(header: &envelope::Header<'_>) -> impl FnOnce(Storage) -> Encap + use<> {
+    let type_name = Cow::Owned(header.type_name.to_owned());
+    let (type_identity, payload_start) = (header.type_identity, header.payload_start);
+    move |bytes| Encap {
+        bytes,
+        type_name,
+        type_identity,
+        payload_start,
     }
 }
 
