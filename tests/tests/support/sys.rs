@@ -83,12 +83,10 @@ impl Child {
 /// A copy of this worker's channel to the master (its only socket), for a scenario that
 /// writes to the master what the API never would.
 pub fn own_channel() -> anyhow::Result<netmcore_ipc::channel::Channel> {
-    let sockets: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
-        .flatten()
-        .filter(|e| {
-            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
-        })
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+    let sockets: Vec<i32> = netmcore_tests::procs::open_fds()
+        .into_iter()
+        .filter(|(_, target)| target.starts_with("socket:"))
+        .filter_map(|(fd, _)| i32::try_from(fd).ok())
         .collect();
     let [fd] = sockets.as_slice() else {
         anyhow::bail!("expected one socket (the channel), found {sockets:?}");
